@@ -1,0 +1,646 @@
+"""The session manager: admission, the session task, statistics and shutdown.
+
+Every session is a task in the manager's own nursery holding one token of its
+:class:`trio.CapacityLimiter` inside a cancel scope that carries its deadline.
+Shutdown drains inside a deadline, then cancels. Nothing here polls, locks or
+uses a thread, so nothing here can hang.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from types import CoroutineType, MappingProxyType
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from ._config import SessionConfig
+from ._errors import CapacityError, MetadataError, ShuttingDownError
+from ._latency import LatencyRecorder
+from ._metadata import EMPTY_METADATA, encode_metadata
+from ._session import Outcome, Session
+from ._statistics import SessionStatistics, ShutdownReport
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["SessionManager", "open_session_manager"]
+
+logger = logging.getLogger("trio_sessions")
+
+_SUCCESS: Final = Outcome.SUCCESS
+_ERROR: Final = Outcome.ERROR
+_TIMEOUT: Final = Outcome.TIMEOUT
+_CANCELLED: Final = Outcome.CANCELLED
+
+# Session ids are unique in the process, so logs of several managers never clash.
+_next_id = itertools.count(1).__next__
+_current_time = trio.current_time
+
+
+class _UseConfig:
+    """Sentinel type: "use the manager's configured request_timeout"."""
+
+    def __repr__(self) -> str:
+        return "<config default>"
+
+
+_CONFIG_DEFAULT: Final = _UseConfig()
+
+_SHUTDOWN_CANCEL_REASON = "cancelled by the manager's shutdown"
+_OUTSIDE_CANCEL_REASON = "cancelled because the code around the manager was cancelled"
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+    return timeout
+
+
+def _not_a_coroutine(fn: object, result: object) -> TypeError:
+    close = getattr(result, "close", None)
+    if close is not None and isinstance(result, Coroutine):  # pragma: no cover
+        close()
+    return TypeError(
+        f"start_session expected an async function, but {fn!r} returned "
+        f"{type(result).__name__}, not a coroutine: pass the function itself "
+        "(fn, *args), not the result of calling it, and use 'async def'"
+    )
+
+
+@final
+class SessionManager:
+    """Runs each request as a bounded, timed, drained and counted session.
+
+    Get one from :func:`open_session_manager`; it is not constructed directly::
+
+        async with ts.open_session_manager(max_sessions=50) as manager:
+            reply = await manager.run(handle, request, timeout=5)
+
+    The manager belongs to the Trio run that opened it: call it only from that
+    run's tasks (from a worker thread, use :func:`trio.from_thread.run`).
+    """
+
+    __slots__ = (
+        "_admit_budget",
+        "_cancel_started_at",
+        "_closed",
+        "_closing",
+        "_config",
+        "_counts",
+        "_created",
+        "_default_timeout",
+        "_drained",
+        "_durations",
+        "_limiter",
+        "_metadata_bytes",
+        "_nursery",
+        "_peak_active",
+        "_peak_metadata_bytes",
+        "_rejections",
+        "_report",
+        "_sessions",
+        "_sessions_view",
+        "_shutdown_cancelled",
+        "_shutdown_deadline",
+        "_shutdown_initial",
+        "_shutdown_started_at",
+        "_timeout_reached",
+        "_wait_times",
+        "_waiter_scopes",
+        "_waiting",
+    )
+
+    def __init__(self, config: SessionConfig, nursery: trio.Nursery) -> None:
+        self._config = config
+        self._nursery = nursery
+        self._limiter = trio.CapacityLimiter(config.max_sessions)
+        self._default_timeout = config.request_timeout
+        self._admit_budget = config.max_metadata_bytes
+        self._sessions: dict[str, Session] = {}
+        self._sessions_view: Mapping[str, Session] = MappingProxyType(self._sessions)
+        self._closing = False
+        self._closed = False
+        self._created = 0
+        # Completed sessions by outcome, indexed by Outcome.
+        self._counts = dict.fromkeys(Outcome, 0)
+        self._rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
+        self._peak_active = 0
+        self._metadata_bytes = 0
+        self._peak_metadata_bytes = 0
+        self._waiting = 0
+        self._waiter_scopes: set[trio.CancelScope] = set()
+        self._durations = LatencyRecorder()
+        self._wait_times = LatencyRecorder()
+        self._drained = trio.Event()
+        self._report: ShutdownReport | None = None
+        self._shutdown_started_at = 0.0
+        self._shutdown_deadline = math.inf
+        self._shutdown_initial = 0
+        self._shutdown_cancelled = 0
+        self._cancel_started_at: float | None = None
+        self._timeout_reached = False
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def config(self) -> SessionConfig:
+        """The :class:`SessionConfig` this manager runs with."""
+        return self._config
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """Read-only live mapping ``id -> Session`` of admitted, running sessions.
+
+        Queued callers are not sessions yet; they are counted in
+        ``statistics().waiting``. A session leaves the mapping in the step
+        it completes.
+        """
+        return self._sessions_view
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown has started: nothing new is admitted."""
+        return self._closing
+
+    def statistics(self) -> SessionStatistics:
+        """Return a consistent :class:`SessionStatistics` snapshot of this manager.
+
+        Never blocks and is not a checkpoint. Cost is independent of the
+        number of sessions ever run.
+        """
+        counts = self._counts
+        succeeded = counts[_SUCCESS]
+        completed = self._created - len(self._sessions)
+        rejections = dict(self._rejections)
+        return SessionStatistics(
+            max_sessions=self._config.max_sessions,
+            active=len(self._sessions),
+            waiting=self._waiting,
+            peak_active=self._peak_active,
+            created=self._created,
+            completed=completed,
+            succeeded=succeeded,
+            failed=counts[_ERROR],
+            timed_out=counts[_TIMEOUT],
+            cancelled=counts[_CANCELLED],
+            rejected=sum(rejections.values()),
+            rejections=MappingProxyType(rejections),
+            success_rate=succeeded / completed if completed else None,
+            metadata_bytes=self._metadata_bytes,
+            peak_metadata_bytes=self._peak_metadata_bytes,
+            durations=self._durations.summary(),
+            wait_times=self._wait_times.summary(),
+        )
+
+    # ---------------------------------------------------------------- admission
+
+    def start_session_nowait(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float | _UseConfig | None = _CONFIG_DEFAULT,
+        name: str | None = None,
+    ) -> Session:
+        """Admit a session at once, or raise without waiting and without spawning.
+
+        The synchronous twin of :meth:`start_session`, like
+        :meth:`trio.CapacityLimiter.acquire_on_behalf_of_nowait`: it never
+        blocks and never yields, whatever ``max_waiting`` says, so it is the
+        fast path for code that starts many sessions in a loop::
+
+            for request in batch:
+                try:
+                    sessions.append(manager.start_session_nowait(handle, request))
+                except ts.CapacityError:
+                    overflow.append(request)
+
+        Raises:
+          CapacityError: no slot is free.
+          ShuttingDownError: the manager is draining or closed.
+          MetadataError: ``metadata`` is not a JSON-encodable mapping or is
+            over a limit.
+          TypeError: ``fn`` is not an async function, or an argument has the
+            wrong type (nothing is admitted or counted).
+          ValueError: ``timeout`` is negative or NaN.
+        """
+        if self._closing:
+            raise self._refuse_shutting_down()
+        if not callable(fn):
+            raise TypeError(f"start_session expected an async function, not {fn!r}")
+        limiter = self._limiter
+        if limiter.available_tokens <= 0:
+            self._rejections["capacity"] += 1
+            raise CapacityError()
+        session = self._new_session(metadata, timeout, name)
+        limiter.acquire_on_behalf_of_nowait(session)
+        return self._admit(session, fn, args)
+
+    async def start_session(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float | _UseConfig | None = _CONFIG_DEFAULT,
+        name: str | None = None,
+    ) -> Session:
+        """Admit a session running ``await fn(*args)`` and return its handle.
+
+        The session runs in a task of the manager's nursery, holding one
+        capacity token, inside a cancel scope whose deadline is ``timeout``
+        seconds (default ``config.request_timeout``; ``None`` for none) from
+        the start of its run. This returns once the session is registered;
+        its task may not have run a step yet::
+
+            session = await manager.start_session(handle, conn, metadata={"peer": peer})
+
+        With no free slot and ``max_waiting > 0`` it queues (FIFO) for up to
+        ``wait_timeout`` seconds. This is a checkpoint. If it is cancelled
+        while queued nothing is admitted; once admitted, the session is
+        returned even if the caller is being cancelled.
+
+        Raises:
+          CapacityError: no slot was free and the queue was full, or the wait
+            timed out.
+          ShuttingDownError: the manager is draining or closed (also raised in
+            queued callers when shutdown starts).
+          MetadataError: ``metadata`` is not a JSON-encodable mapping or is
+            over a limit (checked before queueing).
+          TypeError: ``fn`` is not an async function, or an argument has the
+            wrong type (nothing is admitted or counted).
+          ValueError: ``timeout`` is negative or NaN.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if (
+            self._closing
+            or self._limiter.available_tokens > 0
+            or self._config.max_waiting == 0
+        ):
+            session = self.start_session_nowait(
+                fn, *args, metadata=metadata, timeout=timeout, name=name
+            )
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return session
+        if not callable(fn):
+            raise TypeError(f"start_session expected an async function, not {fn!r}")
+        if self._waiting >= self._config.max_waiting:
+            self._rejections["capacity"] += 1
+            raise CapacityError()
+        session = self._new_session(metadata, timeout, name)
+        await self._wait_for_slot(session)
+        return self._admit(session, fn, args)
+
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float | _UseConfig | None = _CONFIG_DEFAULT,
+        name: str | None = None,
+    ) -> Any:
+        """Run ``await fn(*args)`` as a session and return its result.
+
+        Same as ``await (await manager.start_session(...)).wait()``::
+
+            reply = await manager.run(handle, request, metadata={"path": path})
+
+        Raises whatever :meth:`start_session` and :meth:`Session.wait` raise.
+        This is a checkpoint; cancelling it stops the waiting, not the session.
+        """
+        if self._config.max_waiting == 0 or self._limiter.available_tokens > 0:
+            # Fast path: admission cannot block, and wait() is the checkpoint.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            session = self.start_session_nowait(
+                fn, *args, metadata=metadata, timeout=timeout, name=name
+            )
+        else:
+            session = await self.start_session(
+                fn, *args, metadata=metadata, timeout=timeout, name=name
+            )
+        return await session.wait()
+
+    def _refuse_shutting_down(self) -> ShuttingDownError:
+        self._rejections["shutting_down"] += 1
+        if self._closed:
+            return ShuttingDownError(
+                "the session manager is closed: its 'async with' block has exited"
+            )
+        return ShuttingDownError("the session manager is shutting down")
+
+    def _new_session(
+        self,
+        metadata: Mapping[str, Any] | None,
+        timeout: float | _UseConfig | None,
+        name: str | None,
+    ) -> Session:
+        if timeout is _CONFIG_DEFAULT:
+            seconds = self._default_timeout
+        else:
+            seconds = _check_timeout(timeout)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if metadata is None:
+            copy, size = EMPTY_METADATA, 0
+        else:
+            try:
+                copy, size = encode_metadata(
+                    metadata, self._config.max_session_metadata_bytes
+                )
+            except MetadataError:
+                self._rejections["metadata"] += 1
+                raise
+        return Session(f"s{_next_id()}", name, copy, size, seconds, _current_time())
+
+    async def _wait_for_slot(self, session: Session) -> None:
+        """Queue for a token on behalf of ``session``; return holding it, or raise."""
+        started = _current_time()
+        wait_timeout = self._config.wait_timeout
+        scope = trio.CancelScope(
+            deadline=math.inf if wait_timeout is None else started + wait_timeout
+        )
+        self._waiting += 1
+        self._waiter_scopes.add(scope)
+        acquired = False
+        try:
+            with scope:
+                await self._limiter.acquire_on_behalf_of(session)
+                acquired = True
+        finally:
+            self._waiting -= 1
+            self._waiter_scopes.discard(scope)
+        # Shutdown may begin after a released token was handed to us but before
+        # we ran again; it still wins, and the token goes back.
+        if self._closing:
+            if acquired:
+                self._limiter.release_on_behalf_of(session)
+            raise self._refuse_shutting_down()
+        if not acquired:
+            self._rejections["capacity"] += 1
+            raise CapacityError(
+                f"Maximum concurrent sessions reached (waited {wait_timeout} seconds)"
+            )
+        self._wait_times.record(_current_time() - started)
+
+    def _admit(
+        self, session: Session, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> Session:
+        """Register ``session`` (which holds a token) and spawn its task."""
+        size = session._metadata_bytes
+        total = self._metadata_bytes + size
+        budget = self._admit_budget
+        try:
+            if budget is not None and total > budget:
+                self._rejections["metadata"] += 1
+                raise MetadataError(
+                    f"metadata of {size} bytes would bring the live total to "
+                    f"{total}, over max_metadata_bytes={budget}"
+                )
+            coro = fn(*args)
+            if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
+                raise _not_a_coroutine(fn, coro)
+        except BaseException:
+            self._limiter.release_on_behalf_of(session)
+            raise
+        sessions = self._sessions
+        sessions[session._id] = session
+        self._created += 1
+        if len(sessions) > self._peak_active:
+            self._peak_active = len(sessions)
+        if size:
+            self._metadata_bytes = total
+            if total > self._peak_metadata_bytes:
+                self._peak_metadata_bytes = total
+        self._nursery.start_soon(self._run, session, coro, name=session._name)
+        return session
+
+    # ------------------------------------------------------------ session task
+
+    async def _run(self, session: Session, coro: Coroutine[Any, Any, Any]) -> None:
+        started = _current_time()
+        session._started_at = started
+        if session._cancel_reason is not None:
+            # Cancelled before its first step: fn never runs.
+            coro.close()
+            self._finish(session, _CANCELLED, None)
+            return
+        timeout = session._timeout
+        scope = trio.CancelScope(
+            deadline=math.inf if timeout is None else started + timeout
+        )
+        session._scope = scope
+        try:
+            with scope:
+                result = await coro
+        except Exception as exc:
+            if scope.cancel_called:
+                # fn turned its cancellation into an error; the cancellation decides.
+                self._finish(session, self._cancelled_outcome(session), exc)
+            else:
+                self._finish(session, _ERROR, exc)
+        except trio.Cancelled:
+            # Cancelled from outside this session's scope: the code around the
+            # manager, or a BaseException in a sibling session.
+            session._cancel_reason = session._cancel_reason or _OUTSIDE_CANCEL_REASON
+            self._finish(session, _CANCELLED, None)
+            raise
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit...: record it, then let it end the block.
+            self._finish(session, _ERROR, exc)
+            raise
+        else:
+            if scope.cancel_called:
+                # fn swallowed its cancellation; it was still cancelled.
+                self._finish(session, self._cancelled_outcome(session), None)
+            else:
+                self._finish(session, _SUCCESS, result)
+
+    def _cancelled_outcome(self, session: Session) -> Outcome:
+        return _TIMEOUT if session._cancel_reason is None else _CANCELLED
+
+    def _finish(self, session: Session, outcome: Outcome, result: Any) -> None:
+        """Decide the outcome and release everything the session held, in one step."""
+        now = _current_time()
+        session._outcome = outcome
+        session._result = result
+        session._completed_at = now
+        session._scope = None
+        self._limiter.release_on_behalf_of(session)
+        sessions = self._sessions
+        del sessions[session._id]
+        self._metadata_bytes -= session._metadata_bytes
+        self._counts[outcome] += 1
+        started = session._started_at
+        self._durations.record(now - (now if started is None else started))
+        if session._done is not None:
+            session._done.set()
+        if self._closing and not sessions and self._report is None:
+            self._finalize_shutdown(now, stuck=())
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def shutdown(self, timeout: float | None = None) -> ShutdownReport:
+        """Stop admitting, let active sessions finish, cancel the rest; report.
+
+        1. New and queued callers get :exc:`ShuttingDownError` from now on.
+        2. Active sessions get ``timeout`` seconds (default
+           ``config.shutdown_timeout``) to complete on their own, inside
+           :func:`trio.move_on_after`.
+        3. Whatever still runs is cancelled (outcome ``CANCELLED``) and
+           shutdown waits for it to unwind, up to ``config.shutdown_grace``
+           seconds; sessions still running then shield themselves from
+           cancellation and are reported in :attr:`ShutdownReport.stuck`
+           (and logged), instead of hanging this call silently.
+
+        ::
+
+            report = await manager.shutdown(timeout=10)
+            print(f"{report.completed} finished, {report.cancelled} cancelled")
+
+        Idempotent: later (or concurrent) calls wait for the same shutdown and
+        return the same report. Leaving the ``async with`` block calls it. If
+        this call is cancelled, the remaining sessions are cancelled at once.
+        This is a checkpoint.
+        """
+        if self._report is not None:
+            await trio.lowlevel.checkpoint()
+            return self._report
+        if not self._closing:
+            drain = self._config.shutdown_timeout if timeout is None else timeout
+            if _check_timeout(drain) is None:
+                raise TypeError("shutdown timeout must be a number of seconds")
+            self._begin_shutdown(drain)
+        try:
+            with trio.CancelScope(deadline=self._shutdown_deadline):
+                await self._drained.wait()
+            if self._report is None:
+                self._timeout_reached = True
+                self._cancel_remaining()
+                assert self._cancel_started_at is not None
+                with trio.CancelScope(
+                    deadline=self._cancel_started_at + self._config.shutdown_grace
+                ):
+                    await self._drained.wait()
+            if self._report is None:
+                stuck = tuple(self._sessions)
+                logger.error(
+                    "trio_sessions: %d session(s) still running %.3g s after shutdown "
+                    "cancelled them (they shield themselves from cancellation): %s",
+                    len(stuck),
+                    self._config.shutdown_grace,
+                    ", ".join(stuck),
+                )
+                self._finalize_shutdown(_current_time(), stuck=stuck)
+        except BaseException:
+            # Our caller is being cancelled (or worse): nobody is left to wait
+            # out the drain, so end it now rather than leave sessions unbounded.
+            self._cancel_remaining()
+            raise
+        assert self._report is not None
+        return self._report
+
+    def _begin_shutdown(self, drain: float) -> None:
+        now = _current_time()
+        self._closing = True
+        self._shutdown_started_at = now
+        self._shutdown_deadline = now + drain
+        self._shutdown_initial = len(self._sessions)
+        for scope in self._waiter_scopes:
+            scope.cancel()
+        if not self._sessions:
+            self._finalize_shutdown(now, stuck=())
+
+    def _cancel_remaining(self) -> None:
+        if self._cancel_started_at is not None:
+            return
+        self._cancel_started_at = _current_time()
+        self._shutdown_cancelled = len(self._sessions)
+        for session in list(self._sessions.values()):
+            session._cancel(_SHUTDOWN_CANCEL_REASON)
+
+    def _finalize_shutdown(self, now: float, stuck: tuple[str, ...]) -> None:
+        initial = self._shutdown_initial
+        cancelled = self._shutdown_cancelled
+        self._report = ShutdownReport(
+            initial_active=initial,
+            completed=initial - cancelled,
+            cancelled=cancelled,
+            timeout_reached=self._timeout_reached and cancelled > 0,
+            duration=now - self._shutdown_started_at,
+            stuck=stuck,
+        )
+        self._drained.set()
+
+    def _abort(self) -> None:
+        """Shut down at once: the block is exiting with an exception."""
+        if not self._closing:
+            self._begin_shutdown(0.0)
+        self._cancel_remaining()
+
+
+@asynccontextmanager
+async def open_session_manager(
+    config: SessionConfig | None = None, /, **overrides: Any
+) -> AsyncIterator[SessionManager]:
+    """Open a :class:`SessionManager` whose sessions run in a nursery it owns.
+
+    Pass a :class:`SessionConfig`, or its fields as keywords, or both (the
+    keywords override the config's fields)::
+
+        config = dict(max_sessions=50, request_timeout=10)
+        async with ts.open_session_manager(**config) as manager:
+            await manager.run(handle, request)
+
+    Leaving the block normally calls :meth:`SessionManager.shutdown` (drain,
+    then cancel). If the block raises or is cancelled, the sessions are
+    cancelled at once, as a nursery would. A ``BaseException`` such as
+    :exc:`KeyboardInterrupt` raised in a session cancels the other sessions
+    and propagates out of the block, unwrapped from any exception group.
+
+    Raises:
+      TypeError, ValueError: a configuration field is invalid (the message
+        names it).
+    """
+    if config is None:
+        config = SessionConfig(**overrides)
+    elif not isinstance(config, SessionConfig):
+        raise TypeError(
+            f"config must be a SessionConfig or None, not {type(config).__name__}"
+        )
+    elif overrides:
+        config = attrs.evolve(config, **overrides)
+    single: BaseException | None = None
+    manager: SessionManager | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            manager = SessionManager(config, nursery)
+            try:
+                yield manager
+            except BaseException:
+                manager._abort()
+                raise
+            await manager.shutdown()
+    except BaseExceptionGroup as group:
+        # A lone exception (the body's, or a session's KeyboardInterrupt) is
+        # handed over as itself, as trio users expect from a context manager.
+        if len(group.exceptions) != 1:
+            raise
+        single = group.exceptions[0]
+    finally:
+        if manager is not None:
+            manager._closed = True
+            manager._closing = True
+    if single is not None:
+        raise single

@@ -1,0 +1,42 @@
+"""Metadata accounting: measure a mapping as compact UTF-8 JSON, keep a private copy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import MetadataError
+
+EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+def encode_metadata(
+    metadata: object, limit: int | None
+) -> tuple[Mapping[str, Any], int]:
+    """Return a read-only copy of ``metadata`` and its size, or raise MetadataError.
+
+    The copy is the decoded JSON that was measured, so later mutation of the
+    caller's object changes nothing, and the bytes released at completion are
+    exactly the bytes counted at admission.
+    """
+    if not isinstance(metadata, Mapping):
+        raise MetadataError(
+            f"metadata must be a mapping (or None), not {type(metadata).__name__}"
+        )
+    try:
+        # dict() first: json only encodes real dicts, not every Mapping.
+        text = _encode(dict(metadata))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MetadataError(f"metadata is not JSON-encodable: {exc}") from exc
+    size = len(text.encode("utf-8"))
+    if limit is not None and size > limit:
+        raise MetadataError(
+            f"metadata is {size} bytes, over max_session_metadata_bytes={limit}"
+        )
+    return MappingProxyType(json.loads(text)), size

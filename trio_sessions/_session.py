@@ -1,0 +1,213 @@
+"""The handle of one session: its identity, state, outcome and result."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, final
+
+import trio
+
+from ._errors import SessionCancelled, SessionTimeout
+
+__all__ = ["Outcome", "Session", "SessionState"]
+
+
+class SessionState(enum.Enum):
+    """Where a session is in its life: ``RUNNING`` until its outcome is decided."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+class Outcome(enum.Enum):
+    """How a session ended; decided exactly once.
+
+    ``SUCCESS``: the function returned. ``ERROR``: it raised. ``TIMEOUT``: its
+    own deadline cancelled it (never counted as an error). ``CANCELLED``:
+    shutdown or :meth:`Session.cancel` cancelled it.
+    """
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+_RUNNING = SessionState.RUNNING
+_COMPLETED = SessionState.COMPLETED
+
+
+@final
+class Session:
+    """One admitted request: returned by :meth:`SessionManager.start_session`.
+
+    Await :meth:`wait` for the function's result, or :meth:`cancel` it::
+
+        session = await manager.start_session(handle, request, metadata={"client": ip})
+        try:
+            reply = await session.wait()
+        except ts.SessionTimeout:
+            reply = "too slow"
+
+    Sessions are created only by the manager; every attribute is read-only.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_cancel_reason",
+        "_completed_at",
+        "_created_at",
+        "_done",
+        "_id",
+        "_metadata",
+        "_metadata_bytes",
+        "_name",
+        "_outcome",
+        "_result",
+        "_scope",
+        "_started_at",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        name: str | None,
+        metadata: Mapping[str, Any],
+        metadata_bytes: int,
+        timeout: float | None,
+        created_at: float,
+    ) -> None:
+        self._id = id
+        self._name = name
+        self._metadata = metadata
+        self._metadata_bytes = metadata_bytes
+        self._timeout = timeout
+        self._created_at = created_at
+        self._started_at: float | None = None
+        self._completed_at: float | None = None
+        self._outcome: Outcome | None = None
+        self._result: Any = None
+        self._scope: trio.CancelScope | None = None
+        # Why cancel() was called: set only while the deadline had not yet passed,
+        # so "cancelled" and "timed out" can never both be claimed.
+        self._cancel_reason: str | None = None
+        # Created only when someone waits, to keep sessions that nobody awaits small.
+        self._done: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        outcome = "" if self._outcome is None else f" outcome={self._outcome.name}"
+        return f"<Session {self._id} {self.state.name}{outcome}>"
+
+    @property
+    def id(self) -> str:
+        """Identifier, unique among the sessions of this process."""
+        return self._id
+
+    @property
+    def name(self) -> str | None:
+        """The ``name`` given to ``start_session``, for logs; ``None`` if none."""
+        return self._name
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Read-only copy of the metadata taken at admission (empty if none)."""
+        return self._metadata
+
+    @property
+    def metadata_bytes(self) -> int:
+        """Size of :attr:`metadata` as compact UTF-8 JSON, counted at admission."""
+        return self._metadata_bytes
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds from :attr:`started_at` to this session's deadline, or ``None``."""
+        return self._timeout
+
+    @property
+    def state(self) -> SessionState:
+        """``RUNNING`` from admission until the outcome is decided, then ``COMPLETED``.
+
+        Queued callers are not sessions yet, so there is no waiting state.
+        """
+        return _RUNNING if self._outcome is None else _COMPLETED
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the session ended, or ``None`` while it runs."""
+        return self._outcome
+
+    @property
+    def created_at(self) -> float:
+        """:func:`trio.current_time` at admission."""
+        return self._created_at
+
+    @property
+    def started_at(self) -> float | None:
+        """:func:`trio.current_time` when its task began to run, or ``None`` before."""
+        return self._started_at
+
+    @property
+    def completed_at(self) -> float | None:
+        """:func:`trio.current_time` when the outcome was decided, else ``None``."""
+        return self._completed_at
+
+    @property
+    def duration(self) -> float | None:
+        """Run time (``completed_at - started_at``) once completed, else ``None``."""
+        if self._completed_at is None:
+            return None
+        start = self._started_at if self._started_at is not None else self._completed_at
+        return self._completed_at - start
+
+    def cancel(self) -> None:
+        """Cancel this session; its outcome becomes ``CANCELLED``.
+
+        Idempotent, never blocks, and does nothing once the session completed
+        or once its own deadline has already passed (then it times out, as it
+        would have anyway).
+        """
+        self._cancel("cancelled by Session.cancel()")
+
+    def _cancel(self, reason: str) -> None:
+        if self._outcome is not None or self._cancel_reason is not None:
+            return
+        scope = self._scope
+        if scope is None:
+            # Not started yet: the task sees the reason and never runs fn.
+            self._cancel_reason = reason
+        elif not scope.cancel_called:
+            self._cancel_reason = reason
+            scope.cancel()
+
+    async def wait(self) -> Any:
+        """Wait for the session to complete and return what its function returned.
+
+        Raises:
+          Exception: whatever the function raised (outcome ``ERROR``).
+          SessionTimeout: the session hit its deadline (outcome ``TIMEOUT``).
+          SessionCancelled: the session was cancelled (outcome ``CANCELLED``).
+
+        This is a checkpoint. Cancelling the *waiter* raises
+        :exc:`trio.Cancelled` in the waiter and leaves the session running.
+        """
+        if self._outcome is None:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return self._unwrap()
+
+    def _unwrap(self) -> Any:
+        outcome = self._outcome
+        if outcome is Outcome.SUCCESS:
+            return self._result
+        if outcome is Outcome.ERROR:
+            raise self._result
+        if outcome is Outcome.TIMEOUT:
+            raise SessionTimeout(
+                f"session {self._id} hit its deadline of {self._timeout} seconds"
+            )
+        raise SessionCancelled(f"session {self._id} was {self._cancel_reason}")
