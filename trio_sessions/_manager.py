@@ -57,6 +57,18 @@ _SHUTDOWN_CANCEL_REASON = "cancelled by the manager's shutdown"
 _OUTSIDE_CANCEL_REASON = "cancelled because the code around the manager was cancelled"
 
 
+def _now_in_trio() -> float:
+    # The manager's state belongs to one Trio run; a call from a foreign thread
+    # must fail loudly here rather than corrupt counters silently.
+    try:
+        return _current_time()
+    except RuntimeError:
+        raise RuntimeError(
+            "a SessionManager must be used from the Trio run that opened it; "
+            "from another thread, call it through trio.from_thread.run()"
+        ) from None
+
+
 def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
@@ -69,14 +81,24 @@ def _check_timeout(timeout: object) -> float | None:
     return timeout
 
 
+def _not_callable(fn: object) -> TypeError:
+    if isinstance(fn, Coroutine):
+        # Close it so the mistake is reported once, not again as "never awaited".
+        fn.close()
+        return TypeError(
+            f"start_session expected an async function, but got the coroutine "
+            f"object {fn!r}, which is not a coroutine function: pass the function "
+            "and its arguments, start_session(fn, *args), not fn(*args)"
+        )
+    return TypeError(f"start_session expected an async function, not {fn!r}")
+
+
 def _not_a_coroutine(fn: object, result: object) -> TypeError:
-    close = getattr(result, "close", None)
-    if close is not None and isinstance(result, Coroutine):  # pragma: no cover
-        close()
+    if isinstance(result, Coroutine):  # pragma: no cover - only odd awaitables
+        result.close()
     return TypeError(
         f"start_session expected an async function, but {fn!r} returned "
-        f"{type(result).__name__}, not a coroutine: pass the function itself "
-        "(fn, *args), not the result of calling it, and use 'async def'"
+        f"{type(result).__name__}, not a coroutine: define it with 'async def'"
     )
 
 
@@ -237,15 +259,16 @@ class SessionManager:
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
         """
+        now = _now_in_trio()
         if self._closing:
             raise self._refuse_shutting_down()
         if not callable(fn):
-            raise TypeError(f"start_session expected an async function, not {fn!r}")
+            raise _not_callable(fn)
         limiter = self._limiter
         if limiter.available_tokens <= 0:
             self._rejections["capacity"] += 1
             raise CapacityError()
-        session = self._new_session(metadata, timeout, name)
+        session = self._new_session(metadata, timeout, name, now)
         limiter.acquire_on_behalf_of_nowait(session)
         return self._admit(session, fn, args)
 
@@ -295,11 +318,11 @@ class SessionManager:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return session
         if not callable(fn):
-            raise TypeError(f"start_session expected an async function, not {fn!r}")
+            raise _not_callable(fn)
         if self._waiting >= self._config.max_waiting:
             self._rejections["capacity"] += 1
             raise CapacityError()
-        session = self._new_session(metadata, timeout, name)
+        session = self._new_session(metadata, timeout, name, _current_time())
         await self._wait_for_slot(session)
         return self._admit(session, fn, args)
 
@@ -345,6 +368,7 @@ class SessionManager:
         metadata: Mapping[str, Any] | None,
         timeout: float | _UseConfig | None,
         name: str | None,
+        now: float,
     ) -> Session:
         if timeout is _CONFIG_DEFAULT:
             seconds = self._default_timeout
@@ -362,7 +386,7 @@ class SessionManager:
             except MetadataError:
                 self._rejections["metadata"] += 1
                 raise
-        return Session(f"s{_next_id()}", name, copy, size, seconds, _current_time())
+        return Session(f"s{_next_id()}", name, copy, size, seconds, now)
 
     async def _wait_for_slot(self, session: Session) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""

@@ -1,0 +1,18 @@
+"""Shared test configuration: a Hypothesis profile that suits Trio's scheduler."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline: examples run whole Trio schedules, and these
+# machines are shared and noisy. CI runs a few more examples than a laptop.
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=80)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
