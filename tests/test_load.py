@@ -53,7 +53,7 @@ async def test_hundred_sessions_held_at_once() -> None:
 
 
 async def test_capacity_limit_rejects_overflow() -> None:
-    """With capacity 50 full, 10 concurrent overflow attempts are all refused and counted."""
+    """With capacity 50 full, 10 concurrent overflow attempts are refused, counted."""
     release = trio.Event()
     errors: list[ts.CapacityError] = []
 

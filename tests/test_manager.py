@@ -81,7 +81,7 @@ async def test_start_session_is_a_checkpoint(autojump_clock: MockClock) -> None:
 async def test_start_session_cancelled_before_admission_admits_nothing(
     autojump_clock: MockClock,
 ) -> None:
-    """A caller cancelled on entry to start_session gets Cancelled and nothing is admitted."""
+    """A caller cancelled on entry to start_session is not admitted."""
     async with ts.open_session_manager() as manager:
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -349,7 +349,7 @@ async def test_session_cancel_is_idempotent(autojump_clock: MockClock) -> None:
         await trio.sleep(1)
         session.cancel()
         session.cancel()
-        with pytest.raises(ts.SessionCancelled, match="Session.cancel"):
+        with pytest.raises(ts.SessionCancelled, match=r"Session\.cancel"):
             await session.wait()
         session.cancel()
         assert trio.current_time() == 1
@@ -619,7 +619,7 @@ async def test_body_exception_cancels_sessions_and_is_not_wrapped(
 async def test_base_exception_in_session_propagates(
     exc_type: type[BaseException], autojump_clock: MockClock
 ) -> None:
-    """KeyboardInterrupt/SystemExit in a session cancel the others and propagate bare."""
+    """KeyboardInterrupt/SystemExit in a session cancel the others, propagate bare."""
 
     async def interrupt() -> None:
         await trio.sleep(1)
@@ -722,7 +722,7 @@ async def test_config_and_keyword_overrides(autojump_clock: MockClock) -> None:
 async def test_statistics_snapshot_is_frozen_and_complete(
     autojump_clock: MockClock,
 ) -> None:
-    """statistics() is a frozen snapshot with every reason key and None rates at start."""
+    """statistics() is frozen, has every reason key, and None rates at first."""
     async with ts.open_session_manager(max_sessions=3) as manager:
         stats = manager.statistics()
     assert stats.success_rate is None
