@@ -15,6 +15,7 @@ from ._errors import SessionCancelled as SessionCancelled
 from ._errors import SessionError as SessionError
 from ._errors import SessionTimeout as SessionTimeout
 from ._errors import ShuttingDownError as ShuttingDownError
+from ._guard import AdmissionGuard as AdmissionGuard
 from ._latency import LatencySummary as LatencySummary
 from ._manager import SessionManager as SessionManager
 from ._manager import open_session_manager as open_session_manager
@@ -25,6 +26,7 @@ from ._statistics import SessionStatistics as SessionStatistics
 from ._statistics import ShutdownReport as ShutdownReport
 
 __all__ = [
+    "AdmissionGuard",
     "CapacityError",
     "LatencySummary",
     "MetadataError",

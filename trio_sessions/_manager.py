@@ -21,7 +21,8 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._errors import CapacityError, MetadataError, ShuttingDownError
+from ._errors import CapacityError, MetadataError, RejectedError, ShuttingDownError
+from ._guard import AdmissionGuard
 from ._latency import LatencyRecorder
 from ._metadata import EMPTY_METADATA, encode_metadata
 from ._session import Outcome, Session
@@ -126,6 +127,8 @@ class SessionManager:
         "_default_timeout",
         "_drained",
         "_durations",
+        "_guard",
+        "_guard_scope",
         "_limiter",
         "_metadata_bytes",
         "_nursery",
@@ -145,8 +148,15 @@ class SessionManager:
         "_waiting",
     )
 
-    def __init__(self, config: SessionConfig, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        nursery: trio.Nursery,
+        guard: AdmissionGuard | None = None,
+    ) -> None:
         self._config = config
+        self._guard = guard
+        self._guard_scope: trio.CancelScope | None = None
         self._nursery = nursery
         self._limiter = trio.CapacityLimiter(config.max_sessions)
         self._default_timeout = config.request_timeout
@@ -159,6 +169,8 @@ class SessionManager:
         # Completed sessions by outcome, indexed by Outcome.
         self._counts = dict.fromkeys(Outcome, 0)
         self._rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
+        if guard is not None:
+            self._rejections.update(dict.fromkeys(guard.reasons, 0))
         self._peak_active = 0
         self._metadata_bytes = 0
         self._peak_metadata_bytes = 0
@@ -260,6 +272,11 @@ class SessionManager:
           ValueError: ``timeout`` is negative or NaN.
         """
         now = _now_in_trio()
+        if self._guard is not None:
+            raise RuntimeError(
+                "start_session_nowait cannot consult the manager's admission guard, "
+                "which may need I/O: use 'await manager.start_session(...)'"
+            )
         if self._closing:
             raise self._refuse_shutting_down()
         if not callable(fn):
@@ -307,6 +324,10 @@ class SessionManager:
           ValueError: ``timeout`` is negative or NaN.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._guard is not None and not self._closing:
+            return await self._start_guarded(
+                self._guard, fn, args, metadata, timeout, name
+            )
         if (
             self._closing
             or self._limiter.available_tokens > 0
@@ -343,7 +364,9 @@ class SessionManager:
         Raises whatever :meth:`start_session` and :meth:`Session.wait` raise.
         This is a checkpoint; cancelling it stops the waiting, not the session.
         """
-        if self._config.max_waiting == 0 or self._limiter.available_tokens > 0:
+        if self._guard is None and (
+            self._config.max_waiting == 0 or self._limiter.available_tokens > 0
+        ):
             # Fast path: admission cannot block, and wait() is the checkpoint.
             await trio.lowlevel.checkpoint_if_cancelled()
             session = self.start_session_nowait(
@@ -354,6 +377,79 @@ class SessionManager:
                 fn, *args, metadata=metadata, timeout=timeout, name=name
             )
         return await session.wait()
+
+    async def _start_guarded(
+        self,
+        guard: AdmissionGuard,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        metadata: Mapping[str, Any] | None,
+        timeout: float | _UseConfig | None,
+        name: str | None,
+    ) -> Session:
+        """Admission with a guard: the local slot first, then the guard's lease."""
+        if not callable(fn):
+            raise _not_callable(fn)
+        config = self._config
+        session = self._new_session(metadata, timeout, name, _current_time())
+        limiter = self._limiter
+        if limiter.available_tokens > 0:
+            limiter.acquire_on_behalf_of_nowait(session)
+        elif config.max_waiting == 0 or self._waiting >= config.max_waiting:
+            self._rejections["capacity"] += 1
+            raise CapacityError()
+        else:
+            await self._wait_for_slot(session)
+        try:
+            self._check_budget(session)
+            await self._acquire_lease(guard, session)
+        except BaseException:
+            limiter.release_on_behalf_of(session)
+            raise
+        try:
+            return self._admit(session, fn, args)
+        except BaseException:
+            self._release_lease(guard, session)
+            raise
+
+    async def _acquire_lease(self, guard: AdmissionGuard, session: Session) -> None:
+        config = self._config
+        now = _current_time()
+        if config.max_waiting == 0:
+            deadline = -math.inf
+        elif config.wait_timeout is None:
+            deadline = math.inf
+        else:
+            deadline = now + config.wait_timeout
+        # Shutdown cancels this scope like a queued caller's, so no guard can
+        # hold admission open once draining has begun.
+        scope = trio.CancelScope()
+        self._waiting += 1
+        self._waiter_scopes.add(scope)
+        granted = False
+        try:
+            with scope:
+                await guard.acquire(session, deadline)
+                granted = True
+        except RejectedError as exc:
+            self._rejections[exc.reason] = self._rejections.get(exc.reason, 0) + 1
+            raise
+        finally:
+            self._waiting -= 1
+            self._waiter_scopes.discard(scope)
+        if self._closing:
+            if granted:
+                self._release_lease(guard, session)
+            raise self._refuse_shutting_down()
+        if granted and now != _current_time():
+            self._wait_times.record(_current_time() - now)
+
+    def _release_lease(self, guard: AdmissionGuard, session: Session) -> None:
+        try:
+            guard.release(session)
+        except Exception:
+            # A faulty guard must not break the bookkeeping of the session.
+            logger.exception("trio_sessions: %r.release(%r) raised", guard, session)
 
     def _refuse_shutting_down(self) -> ShuttingDownError:
         self._rejections["shutting_down"] += 1
@@ -424,14 +520,9 @@ class SessionManager:
         """Register ``session`` (which holds a token) and spawn its task."""
         size = session._metadata_bytes
         total = self._metadata_bytes + size
-        budget = self._admit_budget
         try:
-            if budget is not None and total > budget:
-                self._rejections["metadata"] += 1
-                raise MetadataError(
-                    f"metadata of {size} bytes would bring the live total to "
-                    f"{total}, over max_metadata_bytes={budget}"
-                )
+            if self._admit_budget is not None:
+                self._check_budget(session)
             coro = fn(*args)
             if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
                 raise _not_a_coroutine(fn, coro)
@@ -449,6 +540,17 @@ class SessionManager:
                 self._peak_metadata_bytes = total
         self._nursery.start_soon(self._run, session, coro, name=session._name)
         return session
+
+    def _check_budget(self, session: Session) -> None:
+        budget = self._admit_budget
+        size = session._metadata_bytes
+        total = self._metadata_bytes + size
+        if budget is not None and total > budget:
+            self._rejections["metadata"] += 1
+            raise MetadataError(
+                f"metadata of {size} bytes would bring the live total to "
+                f"{total}, over max_metadata_bytes={budget}"
+            )
 
     # ------------------------------------------------------------ session task
 
@@ -508,6 +610,8 @@ class SessionManager:
         self._counts[outcome] += 1
         started = session._started_at
         self._durations.record(now - (now if started is None else started))
+        if self._guard is not None:
+            self._release_lease(self._guard, session)
         if session._done is not None:
             session._done.set()
         if self._closing and not sessions and self._report is None:
@@ -606,6 +710,9 @@ class SessionManager:
             stuck=stuck,
         )
         self._drained.set()
+        if self._guard_scope is not None:
+            # Every session has released its lease: the guard's work is done.
+            self._guard_scope.cancel()
 
     def _abort(self) -> None:
         """Shut down at once: the block is exiting with an exception."""
@@ -614,9 +721,34 @@ class SessionManager:
         self._cancel_remaining()
 
 
+async def _run_guard(
+    guard: AdmissionGuard,
+    manager: SessionManager,
+    *,
+    task_status: trio.TaskStatus[trio.CancelScope],
+) -> None:
+    with trio.CancelScope() as scope:
+        await guard.run(manager, task_status=_Started(task_status, scope))
+
+
+@attrs.frozen
+class _Started:
+    """Hands the guard's scope to open_session_manager when the guard is ready."""
+
+    outer: trio.TaskStatus[trio.CancelScope]
+    scope: trio.CancelScope
+
+    def started(self, value: None = None) -> None:
+        self.outer.started(self.scope)
+
+
 @asynccontextmanager
 async def open_session_manager(
-    config: SessionConfig | None = None, /, **overrides: Any
+    config: SessionConfig | None = None,
+    /,
+    *,
+    guard: AdmissionGuard | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[SessionManager]:
     """Open a :class:`SessionManager` whose sessions run in a nursery it owns.
 
@@ -632,6 +764,9 @@ async def open_session_manager(
     cancelled at once, as a nursery would. A ``BaseException`` such as
     :exc:`KeyboardInterrupt` raised in a session cancels the other sessions
     and propagates out of the block, unwrapped from any exception group.
+
+    ``guard`` adds a second admission check, such as the fleet-wide limit of
+    :mod:`trio_sessions.redis`; see :class:`AdmissionGuard`.
 
     Raises:
       TypeError, ValueError: a configuration field is invalid (the message
@@ -649,7 +784,9 @@ async def open_session_manager(
     manager: SessionManager | None = None
     try:
         async with trio.open_nursery() as nursery:
-            manager = SessionManager(config, nursery)
+            manager = SessionManager(config, nursery, guard)
+            if guard is not None:
+                manager._guard_scope = await nursery.start(_run_guard, guard, manager)
             try:
                 yield manager
             except BaseException:

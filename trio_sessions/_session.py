@@ -161,14 +161,30 @@ class Session:
         start = self._started_at if self._started_at is not None else self._completed_at
         return self._completed_at - start
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
         """Cancel this session; its outcome becomes ``CANCELLED``.
 
         Idempotent, never blocks, and does nothing once the session completed
         or once its own deadline has already passed (then it times out, as it
-        would have anyway).
+        would have anyway). ``reason`` ends up in the message of the
+        :exc:`SessionCancelled` that :meth:`wait` raises::
+
+            session.cancel("client disconnected")
         """
-        self._cancel("cancelled by Session.cancel()")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(
+                f"reason must be a str or None, not {type(reason).__name__}"
+            )
+        self._cancel(
+            "cancelled by Session.cancel()"
+            if reason is None
+            else f"cancelled: {reason}"
+        )
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the session was cancelled, once it was; else ``None``."""
+        return self._cancel_reason
 
     def _cancel(self, reason: str) -> None:
         if self._outcome is not None or self._cancel_reason is not None:

@@ -1,0 +1,176 @@
+"""AdmissionGuard: a second gate at admission, released in the step a session ends."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+import trio_sessions as ts
+
+
+class SharedLimit(ts.AdmissionGuard):
+    """A limit shared by several managers of one process, with waiting."""
+
+    reasons = ("global_capacity",)
+
+    def __init__(self, limit: int) -> None:
+        self.limiter = trio.CapacityLimiter(limit)
+        self.running = False
+        self.stopped = False
+        self.released: list[str] = []
+
+    async def run(
+        self,
+        manager: ts.SessionManager,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.running = True
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.running = False
+            self.stopped = True
+
+    async def acquire(self, session: ts.Session, deadline: float) -> None:
+        await trio.lowlevel.checkpoint()
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(session)
+        except trio.WouldBlock:
+            pass
+        else:
+            return
+        with trio.move_on_at(deadline):
+            await self.limiter.acquire_on_behalf_of(session)
+            return
+        raise ts.CapacityError("global session limit reached", reason="global_capacity")
+
+    def release(self, session: ts.Session) -> None:
+        self.limiter.release_on_behalf_of(session)
+        self.released.append(session.id)
+
+
+async def hold(seconds: float) -> None:
+    await trio.sleep(seconds)
+
+
+async def test_guard_limits_across_managers(autojump_clock: MockClock) -> None:
+    """Two managers sharing a guard admit only its limit, refusing with its reason."""
+    guard = SharedLimit(2)
+    async with (
+        ts.open_session_manager(guard=guard) as first,
+        ts.open_session_manager(guard=guard) as second,
+    ):
+        assert guard.running
+        await first.start_session(hold, 1)
+        await second.start_session(hold, 1)
+        with pytest.raises(ts.CapacityError, match="global") as info:
+            await second.start_session(hold, 1)
+        assert info.value.reason == "global_capacity"
+        stats = second.statistics()
+        assert stats.rejections["global_capacity"] == 1
+        assert stats.rejected == 1
+        assert (stats.active, stats.created) == (1, 1)
+        # The refused caller gave its local slot back.
+        assert second.statistics().active == 1
+    assert guard.limiter.borrowed_tokens == 0
+    assert len(guard.released) == 2
+    assert guard.stopped
+
+
+async def test_guard_waits_with_wait_timeout(autojump_clock: MockClock) -> None:
+    """With max_waiting, callers wait for the guard up to wait_timeout."""
+    guard = SharedLimit(1)
+    async with ts.open_session_manager(
+        guard=guard, max_waiting=5, wait_timeout=3
+    ) as manager:
+        await manager.start_session(hold, 2)
+        admitted = await manager.start_session(hold, 10)
+        assert admitted.created_at == 0
+        assert trio.current_time() == 2  # waited for the first to end
+        with pytest.raises(ts.CapacityError, match="global"):
+            await manager.start_session(hold, 1)
+        assert trio.current_time() == 5
+        stats = manager.statistics()
+        assert stats.wait_times.count == 1
+        assert stats.wait_times.max == 2
+        assert stats.waiting == 0
+        admitted.cancel()
+
+
+async def test_shutdown_rejects_callers_waiting_on_the_guard(
+    autojump_clock: MockClock,
+) -> None:
+    """A caller waiting on the guard gets ShuttingDownError when shutdown starts."""
+    guard = SharedLimit(1)
+    outcome: list[BaseException] = []
+
+    async def caller(manager: ts.SessionManager) -> None:
+        try:
+            await manager.start_session(hold, 1)
+        except ts.ShuttingDownError as exc:
+            outcome.append(exc)
+
+    async with ts.open_session_manager(guard=guard, max_waiting=5) as manager:
+        await manager.start_session(hold, 4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, manager)
+            await trio.testing.wait_all_tasks_blocked()
+            assert manager.statistics().waiting == 1
+            await manager.shutdown()
+    assert len(outcome) == 1
+    stats = manager.statistics()
+    assert (stats.created, stats.rejections["shutting_down"], stats.active) == (1, 1, 0)
+    assert guard.limiter.borrowed_tokens == 0
+
+
+async def test_nowait_refuses_with_a_guard(autojump_clock: MockClock) -> None:
+    """start_session_nowait cannot consult a guard and says so."""
+    async with ts.open_session_manager(guard=SharedLimit(1)) as manager:
+        with pytest.raises(RuntimeError, match="admission guard"):
+            manager.start_session_nowait(hold, 1)
+        assert await manager.run(hold, 0) is None
+    assert manager.statistics().created == 1
+
+
+async def test_failing_release_is_logged_and_counts_stay_exact(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guard whose release raises is logged; the session's bookkeeping is intact."""
+
+    class Broken(SharedLimit):
+        def release(self, session: ts.Session) -> None:
+            super().release(session)
+            raise OSError("backend gone")
+
+    with caplog.at_level(logging.ERROR, logger="trio_sessions"):
+        async with ts.open_session_manager(guard=Broken(3)) as manager:
+            await manager.run(hold, 1)
+    assert "backend gone" in caplog.text
+    stats = manager.statistics()
+    assert (stats.succeeded, stats.active, stats.metadata_bytes) == (1, 0, 0)
+
+
+async def test_guard_refusal_releases_local_slot_for_others(
+    autojump_clock: MockClock,
+) -> None:
+    """A session refused by the guard frees its local slot at once."""
+    guard = SharedLimit(1)
+    async with (
+        ts.open_session_manager(guard=guard, max_sessions=1) as manager,
+        ts.open_session_manager(guard=guard) as other,
+    ):
+        await other.start_session(hold, 5)
+        with pytest.raises(ts.CapacityError):
+            await manager.start_session(hold, 1)
+        assert manager.statistics().active == 0
+        # wait until the other ends: the local slot is free, the guard too
+        await trio.sleep(5)
+        await manager.run(hold, 1)
+    assert math.isclose(trio.current_time(), 6)
