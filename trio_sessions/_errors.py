@@ -6,7 +6,7 @@ Every error derives from :class:`SessionError`; refusals at admission derive fro
 
 from __future__ import annotations
 
-from typing import ClassVar, final
+from typing import final
 
 import trio
 
@@ -33,13 +33,13 @@ class RejectedError(SessionError):
     ``"metadata"``).
     """
 
-    default_reason: ClassVar[str] = "rejected"
-
-    reason: str
+    #: Why the session was refused; each subclass sets its own default.
+    reason: str = "rejected"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
-        self.reason = self.default_reason if reason is None else reason
+        if reason is not None:
+            self.reason = reason
 
 
 @final
@@ -56,7 +56,7 @@ class CapacityError(RejectedError):
             return 503
     """
 
-    default_reason: ClassVar[str] = "capacity"
+    reason = "capacity"
 
     def __init__(
         self, message: str = CAPACITY_MESSAGE, *, reason: str | None = None
@@ -64,18 +64,27 @@ class CapacityError(RejectedError):
         super().__init__(message, reason=reason)
 
 
+def new_capacity_error() -> CapacityError:
+    """``CapacityError()`` without running Python-level ``__init__`` code.
+
+    Refusal at capacity is a hot path under overload; ``BaseException.__new__``
+    already stores the message in ``args``, and ``reason`` is the class default.
+    """
+    return CapacityError.__new__(CapacityError, CAPACITY_MESSAGE)
+
+
 @final
 class ShuttingDownError(RejectedError):
     """The manager is draining or closed, so it admits nothing new."""
 
-    default_reason: ClassVar[str] = "shutting_down"
+    reason = "shutting_down"
 
 
 @final
 class MetadataError(RejectedError):
     """Session metadata is not a JSON-encodable mapping, or is over a byte limit."""
 
-    default_reason: ClassVar[str] = "metadata"
+    reason = "metadata"
 
 
 @final

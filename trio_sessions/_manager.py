@@ -12,7 +12,15 @@ import itertools
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from _thread import get_ident
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from types import CoroutineType, MappingProxyType
 from typing import Any, Final, final
@@ -21,7 +29,13 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._errors import CapacityError, MetadataError, RejectedError, ShuttingDownError
+from ._errors import (
+    CapacityError,
+    MetadataError,
+    RejectedError,
+    ShuttingDownError,
+    new_capacity_error,
+)
 from ._guard import AdmissionGuard
 from ._latency import LatencyRecorder
 from ._metadata import EMPTY_METADATA, encode_metadata
@@ -41,8 +55,9 @@ _TIMEOUT: Final = Outcome.TIMEOUT
 _CANCELLED: Final = Outcome.CANCELLED
 
 # Session ids are unique in the process, so logs of several managers never clash.
-_next_id = itertools.count(1).__next__
+_next_number = itertools.count(1).__next__
 _current_time = trio.current_time
+_TASK_NAME = "trio_sessions.session"
 
 
 class _UseConfig:
@@ -58,16 +73,13 @@ _SHUTDOWN_CANCEL_REASON = "cancelled by the manager's shutdown"
 _OUTSIDE_CANCEL_REASON = "cancelled because the code around the manager was cancelled"
 
 
-def _now_in_trio() -> float:
+def _foreign_thread_error() -> RuntimeError:
     # The manager's state belongs to one Trio run; a call from a foreign thread
-    # must fail loudly here rather than corrupt counters silently.
-    try:
-        return _current_time()
-    except RuntimeError:
-        raise RuntimeError(
-            "a SessionManager must be used from the Trio run that opened it; "
-            "from another thread, call it through trio.from_thread.run()"
-        ) from None
+    # must fail loudly rather than corrupt counters silently.
+    return RuntimeError(
+        "a SessionManager must be used from the Trio run that opened it; "
+        "from another thread, call it through trio.from_thread.run()"
+    )
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -104,6 +116,32 @@ def _not_a_coroutine(fn: object, result: object) -> TypeError:
 
 
 @final
+class _SessionsView(Mapping[str, Session]):
+    """Read-only live view ``id -> Session`` over the manager's registry."""
+
+    __slots__ = ("_by_number",)
+
+    def __init__(self, by_number: dict[int, Session]) -> None:
+        self._by_number = by_number
+
+    def __getitem__(self, key: str) -> Session:
+        if isinstance(key, str) and key[:1] == "s" and key[1:].isdigit():
+            session = self._by_number.get(int(key[1:]))
+            if session is not None:
+                return session
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (session.id for session in list(self._by_number.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_number)
+
+    def __repr__(self) -> str:
+        return f"<sessions {sorted(self, key=lambda i: int(i[1:]))}>"
+
+
+@final
 class SessionManager:
     """Runs each request as a bounded, timed, drained and counted session.
 
@@ -119,18 +157,21 @@ class SessionManager:
     __slots__ = (
         "_admit_budget",
         "_cancel_started_at",
+        "_cancelled",
         "_closed",
         "_closing",
         "_config",
-        "_counts",
         "_created",
         "_default_timeout",
         "_drained",
         "_durations",
+        "_failed",
         "_guard",
         "_guard_scope",
         "_limiter",
+        "_max_sessions",
         "_metadata_bytes",
+        "_now",
         "_nursery",
         "_peak_active",
         "_peak_metadata_bytes",
@@ -142,6 +183,9 @@ class SessionManager:
         "_shutdown_deadline",
         "_shutdown_initial",
         "_shutdown_started_at",
+        "_succeeded",
+        "_thread",
+        "_timed_out",
         "_timeout_reached",
         "_wait_times",
         "_waiter_scopes",
@@ -159,15 +203,21 @@ class SessionManager:
         self._guard_scope: trio.CancelScope | None = None
         self._nursery = nursery
         self._limiter = trio.CapacityLimiter(config.max_sessions)
+        self._max_sessions = config.max_sessions
         self._default_timeout = config.request_timeout
         self._admit_budget = config.max_metadata_bytes
-        self._sessions: dict[str, Session] = {}
-        self._sessions_view: Mapping[str, Session] = MappingProxyType(self._sessions)
+        # Keyed by the session's number: its id string is only made on demand.
+        self._sessions: dict[int, Session] = {}
+        self._sessions_view = _SessionsView(self._sessions)
+        # Reading the run's clock directly skips two layers of lookups per
+        # reading, three times per session.
+        self._now = trio.lowlevel.current_clock().current_time
+        self._thread = get_ident()
         self._closing = False
         self._closed = False
         self._created = 0
-        # Completed sessions by outcome, indexed by Outcome.
-        self._counts = dict.fromkeys(Outcome, 0)
+        # Completed sessions by outcome.
+        self._succeeded = self._failed = self._timed_out = self._cancelled = 0
         self._rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
         if guard is not None:
             self._rejections.update(dict.fromkeys(guard.reasons, 0))
@@ -215,8 +265,7 @@ class SessionManager:
         Never blocks and is not a checkpoint. Cost is independent of the
         number of sessions ever run.
         """
-        counts = self._counts
-        succeeded = counts[_SUCCESS]
+        succeeded = self._succeeded
         completed = self._created - len(self._sessions)
         rejections = dict(self._rejections)
         return SessionStatistics(
@@ -227,9 +276,9 @@ class SessionManager:
             created=self._created,
             completed=completed,
             succeeded=succeeded,
-            failed=counts[_ERROR],
-            timed_out=counts[_TIMEOUT],
-            cancelled=counts[_CANCELLED],
+            failed=self._failed,
+            timed_out=self._timed_out,
+            cancelled=self._cancelled,
             rejected=sum(rejections.values()),
             rejections=MappingProxyType(rejections),
             success_rate=succeeded / completed if completed else None,
@@ -271,23 +320,40 @@ class SessionManager:
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
         """
-        now = _now_in_trio()
+        # The one gate every caller without a queue goes through. Refusals at
+        # capacity are a hot path under overload: one test, then _refusal.
+        if (
+            len(self._sessions) >= self._max_sessions
+            or self._closing
+            or self._guard is not None
+            or not callable(fn)
+            or get_ident() != self._thread
+        ):
+            raise self._refusal(fn)
+        session = self._new_session(metadata, timeout, name, self._now())
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(session)
+        except trio.WouldBlock:
+            # A freed token was handed to a queued caller that has not run yet.
+            self._rejections["capacity"] += 1
+            raise new_capacity_error() from None
+        return self._admit(session, fn, args)
+
+    def _refusal(self, fn: object) -> Exception:
+        """The error for a caller that cannot be admitted at once, counted."""
+        if get_ident() != self._thread:
+            return _foreign_thread_error()
         if self._guard is not None:
-            raise RuntimeError(
+            return RuntimeError(
                 "start_session_nowait cannot consult the manager's admission guard, "
                 "which may need I/O: use 'await manager.start_session(...)'"
             )
         if self._closing:
-            raise self._refuse_shutting_down()
+            return self._refuse_shutting_down()
         if not callable(fn):
-            raise _not_callable(fn)
-        limiter = self._limiter
-        if limiter.available_tokens <= 0:
-            self._rejections["capacity"] += 1
-            raise CapacityError()
-        session = self._new_session(metadata, timeout, name, now)
-        limiter.acquire_on_behalf_of_nowait(session)
-        return self._admit(session, fn, args)
+            return _not_callable(fn)
+        self._rejections["capacity"] += 1
+        return new_capacity_error()
 
     async def start_session(
         self,
@@ -342,7 +408,7 @@ class SessionManager:
             raise _not_callable(fn)
         if self._waiting >= self._config.max_waiting:
             self._rejections["capacity"] += 1
-            raise CapacityError()
+            raise new_capacity_error()
         session = self._new_session(metadata, timeout, name, _current_time())
         await self._wait_for_slot(session)
         return self._admit(session, fn, args)
@@ -397,7 +463,7 @@ class SessionManager:
             limiter.acquire_on_behalf_of_nowait(session)
         elif config.max_waiting == 0 or self._waiting >= config.max_waiting:
             self._rejections["capacity"] += 1
-            raise CapacityError()
+            raise new_capacity_error()
         else:
             await self._wait_for_slot(session)
         try:
@@ -482,7 +548,7 @@ class SessionManager:
             except MetadataError:
                 self._rejections["metadata"] += 1
                 raise
-        return Session(f"s{_next_id()}", name, copy, size, seconds, now)
+        return Session(_next_number(), name, copy, size, seconds, now)
 
     async def _wait_for_slot(self, session: Session) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""
@@ -530,7 +596,7 @@ class SessionManager:
             self._limiter.release_on_behalf_of(session)
             raise
         sessions = self._sessions
-        sessions[session._id] = session
+        sessions[session._number] = session
         self._created += 1
         if len(sessions) > self._peak_active:
             self._peak_active = len(sessions)
@@ -538,7 +604,10 @@ class SessionManager:
             self._metadata_bytes = total
             if total > self._peak_metadata_bytes:
                 self._peak_metadata_bytes = total
-        self._nursery.start_soon(self._run, session, coro, name=session._name)
+        # A str name spares trio formatting one from the function at each spawn.
+        self._nursery.start_soon(
+            self._run, session, coro, name=session._name or _TASK_NAME
+        )
         return session
 
     def _check_budget(self, session: Session) -> None:
@@ -555,7 +624,7 @@ class SessionManager:
     # ------------------------------------------------------------ session task
 
     async def _run(self, session: Session, coro: Coroutine[Any, Any, Any]) -> None:
-        started = _current_time()
+        started = self._now()
         session._started_at = started
         if session._cancel_reason is not None:
             # Cancelled before its first step: fn never runs.
@@ -598,18 +667,25 @@ class SessionManager:
 
     def _finish(self, session: Session, outcome: Outcome, result: Any) -> None:
         """Decide the outcome and release everything the session held, in one step."""
-        now = _current_time()
+        now = self._now()
         session._outcome = outcome
         session._result = result
         session._completed_at = now
         session._scope = None
         self._limiter.release_on_behalf_of(session)
         sessions = self._sessions
-        del sessions[session._id]
+        del sessions[session._number]
         self._metadata_bytes -= session._metadata_bytes
-        self._counts[outcome] += 1
-        started = session._started_at
-        self._durations.record(now - (now if started is None else started))
+        # Identity tests: an Enum's __hash__ is Python code, too slow for here.
+        if outcome is _SUCCESS:
+            self._succeeded += 1
+        elif outcome is _ERROR:
+            self._failed += 1
+        elif outcome is _TIMEOUT:
+            self._timed_out += 1
+        else:
+            self._cancelled += 1
+        self._durations.record(now - session._started_at)  # type: ignore[operator]
         if self._guard is not None:
             self._release_lease(self._guard, session)
         if session._done is not None:
@@ -662,7 +738,7 @@ class SessionManager:
                 ):
                     await self._drained.wait()
             if self._report is None:
-                stuck = tuple(self._sessions)
+                stuck = tuple(session.id for session in self._sessions.values())
                 logger.error(
                     "trio_sessions: %d session(s) still running %.3g s after shutdown "
                     "cancelled them (they shield themselves from cancellation): %s",

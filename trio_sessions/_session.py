@@ -59,10 +59,10 @@ class Session:
         "_completed_at",
         "_created_at",
         "_done",
-        "_id",
         "_metadata",
         "_metadata_bytes",
         "_name",
+        "_number",
         "_outcome",
         "_result",
         "_scope",
@@ -72,14 +72,14 @@ class Session:
 
     def __init__(
         self,
-        id: str,
+        number: int,
         name: str | None,
         metadata: Mapping[str, Any],
         metadata_bytes: int,
         timeout: float | None,
         created_at: float,
     ) -> None:
-        self._id = id
+        self._number = number
         self._name = name
         self._metadata = metadata
         self._metadata_bytes = metadata_bytes
@@ -98,12 +98,13 @@ class Session:
 
     def __repr__(self) -> str:
         outcome = "" if self._outcome is None else f" outcome={self._outcome.name}"
-        return f"<Session {self._id} {self.state.name}{outcome}>"
+        return f"<Session {self.id} {self.state.name}{outcome}>"
 
     @property
     def id(self) -> str:
-        """Identifier, unique among the sessions of this process."""
-        return self._id
+        """Identifier, unique among the sessions of this process (``"s1"``...)."""
+        # Formatted on demand: most sessions are never asked for it.
+        return f"s{self._number}"
 
     @property
     def name(self) -> str | None:
@@ -224,6 +225,6 @@ class Session:
             raise self._result
         if outcome is Outcome.TIMEOUT:
             raise SessionTimeout(
-                f"session {self._id} hit its deadline of {self._timeout} seconds"
+                f"session {self.id} hit its deadline of {self._timeout} seconds"
             )
-        raise SessionCancelled(f"session {self._id} was {self._cancel_reason}")
+        raise SessionCancelled(f"session {self.id} was {self._cancel_reason}")
