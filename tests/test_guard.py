@@ -174,3 +174,16 @@ async def test_guard_refusal_releases_local_slot_for_others(
         await trio.sleep(5)
         await manager.run(hold, 1)
     assert math.isclose(trio.current_time(), 6)
+
+
+async def test_guarded_manager_refuses_with_shutting_down_when_closed(
+    autojump_clock: MockClock,
+) -> None:
+    """After its block, a guarded manager says it is closed, for both entry points."""
+    async with ts.open_session_manager(guard=SharedLimit(1)) as manager:
+        pass
+    with pytest.raises(ts.ShuttingDownError, match="block has exited"):
+        await manager.start_session(hold, 1)
+    with pytest.raises(ts.ShuttingDownError, match="block has exited"):
+        manager.start_session_nowait(hold, 1)
+    assert manager.statistics().rejections["shutting_down"] == 2

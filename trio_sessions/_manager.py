@@ -343,13 +343,13 @@ class SessionManager:
         """The error for a caller that cannot be admitted at once, counted."""
         if get_ident() != self._thread:
             return _foreign_thread_error()
+        if self._closing:
+            return self._refuse_shutting_down()
         if self._guard is not None:
             return RuntimeError(
                 "start_session_nowait cannot consult the manager's admission guard, "
                 "which may need I/O: use 'await manager.start_session(...)'"
             )
-        if self._closing:
-            return self._refuse_shutting_down()
         if not callable(fn):
             return _not_callable(fn)
         self._rejections["capacity"] += 1
