@@ -1,0 +1,443 @@
+"""Tests of trio_sessions.loadtest: each scenario on built-in, user and failing work.
+
+Scenarios run under ``autojump_clock``, so their figures are exact and no test
+waits for real seconds; the HTTP load runs against a real server on 127.0.0.1,
+port 0, inside ``fail_after``. No test asserts on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from trio_sessions import loadtest
+
+
+async def failing_work() -> None:
+    """A handler that does a little work and then raises."""
+    await trio.sleep(0.005)
+    raise RuntimeError("handler failed")
+
+
+async def quick_work() -> str:
+    """A handler that succeeds at once."""
+    await trio.lowlevel.checkpoint()
+    return "ok"
+
+
+Scenario = Callable[..., Awaitable[loadtest.ScenarioResult]]
+
+# Every scenario with small, fast parameters; the defaults are tested separately.
+SCENARIOS: list[tuple[Scenario, dict[str, Any]]] = [
+    (loadtest.concurrent_sessions, {}),
+    (loadtest.held_sessions, {}),
+    (loadtest.capacity_limit, {}),
+    (loadtest.no_hang, {}),
+    (loadtest.graceful_shutdown, {}),
+    (loadtest.metrics_accuracy, {}),
+    (loadtest.metadata_tracking, {}),
+    (loadtest.performance_baseline, {"iterations": 200, "budget": math.inf}),
+    (loadtest.scale, {"sessions": 2000}),
+    (loadtest.sustained_churn, {"duration": 1.0, "rate": 500.0}),
+]
+SCENARIO_IDS = [scenario.__name__ for scenario, _ in SCENARIOS]
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SCENARIOS, ids=SCENARIO_IDS)
+async def test_scenario_passes_on_builtin_work(
+    autojump_clock: trio.testing.MockClock,
+    scenario: Scenario,
+    kwargs: dict[str, Any],
+) -> None:
+    """Each scenario passes on the simulated work, with no problem reported."""
+    result = await scenario(**kwargs)
+    assert result.passed, result.problems
+    assert result.problems == ()
+    assert result.describe()
+    assert result.title
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SCENARIOS, ids=SCENARIO_IDS)
+async def test_scenario_passes_on_a_user_handler(
+    autojump_clock: trio.testing.MockClock,
+    scenario: Scenario,
+    kwargs: dict[str, Any],
+) -> None:
+    """Each scenario passes on a user handler that succeeds at once."""
+    result = await scenario(quick_work, **kwargs)
+    assert result.passed, result.problems
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SCENARIOS, ids=SCENARIO_IDS)
+async def test_scenario_fails_on_a_failing_handler(
+    autojump_clock: trio.testing.MockClock,
+    scenario: Scenario,
+    kwargs: dict[str, Any],
+) -> None:
+    """Each scenario fails, saying why, when the handler raises."""
+    result = await scenario(failing_work, **kwargs)
+    assert not result.passed
+    assert result.problems
+    assert all(isinstance(problem, str) and problem for problem in result.problems)
+
+
+async def hanging_work() -> None:
+    """A handler that never returns."""
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SCENARIOS, ids=SCENARIO_IDS)
+async def test_scenario_fails_on_a_hanging_handler(
+    autojump_clock: trio.testing.MockClock,
+    scenario: Scenario,
+    kwargs: dict[str, Any],
+) -> None:
+    """Each scenario fails, and returns within a minute, when the handler hangs."""
+    with trio.fail_after(60):
+        result = await scenario(hanging_work, **kwargs)
+    assert not result.passed
+    assert result.problems
+
+
+async def test_concurrent_sessions_figures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Fifty 10 ms sessions all succeed, run exactly 10 ms each and overlap fully."""
+    result = await loadtest.concurrent_sessions(sessions=50)
+    assert (result.sessions, result.succeeded, result.failed) == (50, 50, 0)
+    assert result.peak_active == 50
+    assert result.average == pytest.approx(loadtest.WORK_SECONDS)
+    assert result.minimum == pytest.approx(loadtest.WORK_SECONDS)
+    assert result.maximum == pytest.approx(loadtest.WORK_SECONDS)
+
+
+async def test_failing_handler_error_is_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failing handler's exception is named in the scenario's problems."""
+    result = await loadtest.concurrent_sessions(failing_work, sessions=5)
+    assert result.failed == 5
+    assert any("RuntimeError: handler failed" in p for p in result.problems)
+
+
+async def test_held_sessions_figures(autojump_clock: trio.testing.MockClock) -> None:
+    """100 held sessions are all admitted and active at once, then all succeed."""
+    result = await loadtest.held_sessions(sessions=100)
+    assert result.admitted == result.active_while_held == result.peak_active == 100
+    assert result.succeeded == 100
+
+
+async def test_capacity_limit_figures(autojump_clock: trio.testing.MockClock) -> None:
+    """Ten overflow attempts on a full capacity of 50 are refused and counted."""
+    result = await loadtest.capacity_limit(capacity=50, overflow=10)
+    assert result.rejected == result.counted == 10
+    assert result.message == "Maximum concurrent sessions reached"
+    assert result.active_while_full == 50
+    assert result.succeeded == 50
+
+
+async def test_no_hang_figures(autojump_clock: trio.testing.MockClock) -> None:
+    """75 lifecycles of 10 ms finish in 10 ms of Trio time, far inside the deadline."""
+    result = await loadtest.no_hang(sessions=75, deadline=10.0)
+    assert not result.hung
+    assert result.succeeded == 75
+    assert result.total == pytest.approx(loadtest.WORK_SECONDS)
+    assert result.average == pytest.approx(loadtest.WORK_SECONDS)
+
+
+async def test_no_hang_detects_a_hang(autojump_clock: trio.testing.MockClock) -> None:
+    """A handler that never returns makes no_hang report a hang at its deadline."""
+    result = await loadtest.no_hang(hanging_work, sessions=5, deadline=1.0)
+    assert result.hung
+    assert not result.passed
+    assert result.total == pytest.approx(1.0)
+
+
+async def test_graceful_shutdown_figures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Twenty sessions ending 0.1 s apart drain in 2 s, none cancelled."""
+    seen: list[tuple[int, int]] = []
+    result = await loadtest.graceful_shutdown(
+        sessions=20,
+        interval=0.1,
+        drain=5.0,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert (result.initial_active, result.final_active) == (20, 0)
+    assert result.completed_during_shutdown == 20
+    assert result.cancelled == 0
+    assert not result.timeout_reached
+    assert result.refused_while_draining
+    assert result.drain_time == pytest.approx(2.0)
+    assert seen == [(done, 20) for done in range(1, 21)]
+
+
+async def test_graceful_shutdown_reports_a_drain_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sessions outlasting the drain budget are cancelled and the scenario fails."""
+    result = await loadtest.graceful_shutdown(sessions=10, interval=1.0, drain=4.5)
+    assert not result.passed
+    assert result.timeout_reached
+    assert result.completed_during_shutdown == 4
+    assert result.cancelled == 6
+
+
+async def test_metrics_accuracy_figures(autojump_clock: trio.testing.MockClock) -> None:
+    """The 60-session mix is counted exactly: 30/15/10/5 and a 50% success rate."""
+    result = await loadtest.metrics_accuracy(sessions=60)
+    observed = (result.succeeded, result.failed, result.timed_out, result.cancelled)
+    assert observed == (30, 15, 10, 5)
+    expected = (
+        result.expected_succeeded,
+        result.expected_failed,
+        result.expected_timed_out,
+        result.expected_cancelled,
+    )
+    assert expected == observed
+    assert result.success_rate == result.expected_success_rate == 0.5
+    assert result.mismatched == 0
+
+
+async def test_metadata_tracking_figures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Metadata bytes rise to the sum of sizes, fall by the first half, reach zero."""
+    result = await loadtest.metadata_tracking(sessions=30)
+    assert result.bytes_up == result.expected_up == result.peak_bytes > 0
+    assert result.bytes_half == result.expected_half
+    assert 0 < result.bytes_half < result.bytes_up
+    assert result.bytes_zero == 0
+    assert (result.mismeasured, result.leaked) == (0, 0)
+
+
+async def test_performance_baseline_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An impossible budget fails the baseline; its figures stay consistent."""
+    result = await loadtest.performance_baseline(iterations=100, budget=1e-12)
+    assert not result.passed
+    assert any("budget" in problem for problem in result.problems)
+    assert result.succeeded == 100
+    assert 0 <= result.minimum <= result.average <= result.maximum
+    assert result.minimum <= result.p99 <= result.maximum
+    print(result.describe())
+
+
+async def test_scale_progress_and_figures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The scale scenario holds all its sessions at once and reports its progress."""
+    seen: list[tuple[int, int]] = []
+    result = await loadtest.scale(
+        sessions=3000, progress=lambda done, total: seen.append((done, total))
+    )
+    assert result.admitted == result.peak_active == result.succeeded == 3000
+    assert seen[-1] == (9000, 9000)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+async def test_churn_overload_is_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A rate the capacity cannot absorb shows up as rejections and a failure."""
+    result = await loadtest.sustained_churn(duration=0.5, rate=1000.0, capacity=2)
+    assert not result.passed
+    assert result.rejected > 0
+    assert result.admitted + result.rejected == result.attempted == 500
+
+
+async def test_churn_figures(autojump_clock: trio.testing.MockClock) -> None:
+    """A sustainable rate is met exactly, with every session succeeding."""
+    result = await loadtest.sustained_churn(duration=2.0, rate=250.0, capacity=50)
+    assert result.attempted == result.admitted == result.succeeded == 500
+    assert result.achieved_rate >= 0.95 * 250.0
+    assert result.p50 == pytest.approx(loadtest.WORK_SECONDS, rel=0.02)
+
+
+async def test_run_loadtest_runs_the_eight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """run_loadtest runs the eight standard scenarios in order, and they all pass."""
+    report = await loadtest.run_loadtest(budget=math.inf)
+    assert [result.name for result in report.results] == list(loadtest.SCENARIO_NAMES)
+    assert report.passed, report.problems
+    assert report.problems == []
+
+
+async def test_run_loadtest_with_a_failing_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With a failing handler every standard scenario fails, and problems say why."""
+    report = await loadtest.run_loadtest(failing_work, budget=math.inf)
+    assert not report.passed
+    assert [result.passed for result in report.results] == [False] * 8
+    assert all(
+        problem.split(":")[0] in loadtest.SCENARIO_NAMES for problem in report.problems
+    )
+
+
+async def test_run_loadtest_selection(autojump_clock: trio.testing.MockClock) -> None:
+    """`only`, `sessions` and `duration` choose the scenarios, and progress is named."""
+    names: set[str] = set()
+    report = await loadtest.run_loadtest(
+        only=["capacity"],
+        sessions=1000,
+        duration=0.5,
+        rate=200.0,
+        progress=lambda name, done, total: names.add(name),
+    )
+    assert [result.name for result in report.results] == ["capacity", "scale", "churn"]
+    assert report.passed, report.problems
+    assert names == {"scale", "churn"}
+
+
+async def test_run_loadtest_rejects_unknown_names() -> None:
+    """An unknown scenario name is a ValueError naming it and the known ones."""
+    with pytest.raises(ValueError, match=r"unknown scenario nope.*capacity"):
+        await loadtest.run_loadtest(only=["nope"])
+
+
+async def test_report_json_round_trip(autojump_clock: trio.testing.MockClock) -> None:
+    """A report encodes to JSON with every figure of every scenario."""
+    report = await loadtest.run_loadtest(only=["metrics", "capacity"])
+    data = json.loads(report.to_json())
+    assert data["passed"] is True
+    assert [scenario["name"] for scenario in data["scenarios"]] == [
+        "capacity",
+        "metrics",
+    ]
+    metrics = data["scenarios"][1]
+    assert metrics["success_rate"] == 0.5
+    assert metrics["problems"] == []
+    assert metrics["title"] == "metrics: 60 sessions, known mix"
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def mixed_status_app() -> Callable[..., Awaitable[None]]:
+    """An ASGI app answering 200, except every 10th request 503 and the next 504."""
+    count = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal count
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        status = 200
+        if scope["path"] == "/mixed":
+            status = {3: 503, 7: 504}.get(count % 10, 200)
+            count += 1
+        elif scope["path"] == "/teapot":
+            status = 418
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    return app
+
+
+@asynccontextmanager
+async def running_server() -> AsyncIterator[str]:
+    """Serve mixed_status_app with hypercorn on 127.0.0.1, port 0; yield its URL."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve(
+                mixed_status_app(),
+                config,
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
+        )
+        try:
+            yield binds[0]
+        finally:
+            stop.set()
+
+
+async def test_http_load_counts_statuses() -> None:
+    """Against a real local server, 2xx, 503 and 504 are counted exactly."""
+    with trio.fail_after(30):
+        async with running_server() as base:
+            seen: list[tuple[int, int]] = []
+            result = await loadtest.http_load(
+                f"{base}/mixed",
+                requests=50,
+                concurrency=5,
+                progress=lambda done, total: seen.append((done, total)),
+            )
+    assert result.passed, result.problems
+    assert result.requests == 50
+    assert (result.success_2xx, result.status_503, result.status_504) == (40, 5, 5)
+    assert (result.other_status, result.errors) == (0, 0)
+    assert result.latency.count == 50
+    assert result.throughput > 0
+    assert seen[-1] == (50, 50)
+
+
+async def test_http_load_other_status_fails() -> None:
+    """Responses other than 2xx, 503 and 504 fail the HTTP load."""
+    with trio.fail_after(30):
+        async with running_server() as base:
+            result = await loadtest.http_load(
+                f"{base}/teapot", requests=6, concurrency=2
+            )
+    assert not result.passed
+    assert result.other_status == 6
+
+
+async def test_http_load_for_a_duration() -> None:
+    """With a duration, requests go on until it is over, then stop."""
+    with trio.fail_after(30):
+        async with running_server() as base:
+            result = await loadtest.http_load(f"{base}/", duration=0.2, concurrency=2)
+    assert result.passed, result.problems
+    assert result.requests == result.success_2xx > 0
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_http_load_counts_connection_errors() -> None:
+    """Requests to a closed port are counted as errors and fail the load."""
+    with trio.fail_after(30):
+        result = await loadtest.http_load(
+            f"http://127.0.0.1:{closed_port()}/", requests=4, concurrency=2
+        )
+    assert not result.passed
+    assert result.errors == 4
+    assert result.first_error is not None
+    assert result.latency.count == 0
