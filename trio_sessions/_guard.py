@@ -47,9 +47,12 @@ class AdmissionGuard(abc.ABC):
 
             def release(self, session):
                 self.holder = None
+
+    Attributes:
+      reasons: Rejection reasons this guard may raise, pre-registered in the
+        statistics.
     """
 
-    #: Rejection reasons this guard may raise, pre-registered in the statistics.
     reasons: ClassVar[tuple[str, ...]] = ()
 
     async def run(

@@ -409,9 +409,13 @@ class SessionManager:
         if self._waiting >= self._config.max_waiting:
             self._rejections["capacity"] += 1
             raise new_capacity_error()
-        session = self._new_session(metadata, timeout, name, _current_time())
+        queued_at = _current_time()
+        session = self._new_session(metadata, timeout, name, queued_at)
         await self._wait_for_slot(session)
-        return self._admit(session, fn, args)
+        self._admit(session, fn, args)
+        # Only callers that became sessions count in wait_times.
+        self._wait_times.record(_current_time() - queued_at)
+        return session
 
     async def run(
         self,
@@ -457,7 +461,8 @@ class SessionManager:
         if not callable(fn):
             raise _not_callable(fn)
         config = self._config
-        session = self._new_session(metadata, timeout, name, _current_time())
+        queued_at = _current_time()
+        session = self._new_session(metadata, timeout, name, queued_at)
         limiter = self._limiter
         if limiter.available_tokens > 0:
             limiter.acquire_on_behalf_of_nowait(session)
@@ -473,10 +478,16 @@ class SessionManager:
             limiter.release_on_behalf_of(session)
             raise
         try:
-            return self._admit(session, fn, args)
+            self._admit(session, fn, args)
         except BaseException:
             self._release_lease(guard, session)
             raise
+        # A caller allowed to queue that did wait, locally or for the guard,
+        # counts its whole wait; a caller that may not queue never waits.
+        waited = _current_time() - queued_at
+        if config.max_waiting and waited > 0:
+            self._wait_times.record(waited)
+        return session
 
     async def _acquire_lease(self, guard: AdmissionGuard, session: Session) -> None:
         config = self._config
@@ -507,8 +518,6 @@ class SessionManager:
             if granted:
                 self._release_lease(guard, session)
             raise self._refuse_shutting_down()
-        if granted and now != _current_time():
-            self._wait_times.record(_current_time() - now)
 
     def _release_lease(self, guard: AdmissionGuard, session: Session) -> None:
         try:
@@ -578,7 +587,6 @@ class SessionManager:
             raise CapacityError(
                 f"Maximum concurrent sessions reached (waited {wait_timeout} seconds)"
             )
-        self._wait_times.record(_current_time() - started)
 
     def _admit(
         self, session: Session, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
@@ -737,6 +745,11 @@ class SessionManager:
                     deadline=self._cancel_started_at + self._config.shutdown_grace
                 ):
                     await self._drained.wait()
+                if self._report is None:
+                    # Sessions cancelled above were rescheduled into the same
+                    # batch as this task: yield once more so that each has had
+                    # its unwinding step before any is called stuck.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
             if self._report is None:
                 stuck = tuple(session.id for session in self._sessions.values())
                 logger.error(
@@ -770,9 +783,12 @@ class SessionManager:
         if self._cancel_started_at is not None:
             return
         self._cancel_started_at = _current_time()
-        self._shutdown_cancelled = len(self._sessions)
-        for session in list(self._sessions.values()):
+        # A session whose own deadline or Session.cancel() got there first is
+        # ending on its own account: it counts as completed, not cancelled.
+        self._shutdown_cancelled = sum(
             session._cancel(_SHUTDOWN_CANCEL_REASON)
+            for session in list(self._sessions.values())
+        )
 
     def _finalize_shutdown(self, now: float, stuck: tuple[str, ...]) -> None:
         initial = self._shutdown_initial

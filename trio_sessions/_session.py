@@ -187,16 +187,20 @@ class Session:
         """Why the session was cancelled, once it was; else ``None``."""
         return self._cancel_reason
 
-    def _cancel(self, reason: str) -> None:
+    def _cancel(self, reason: str) -> bool:
+        """Cancel for ``reason``; return whether this call is what cancelled it."""
         if self._outcome is not None or self._cancel_reason is not None:
-            return
+            return False
         scope = self._scope
         if scope is None:
             # Not started yet: the task sees the reason and never runs fn.
             self._cancel_reason = reason
-        elif not scope.cancel_called:
-            self._cancel_reason = reason
-            scope.cancel()
+            return True
+        if scope.cancel_called:
+            return False  # its deadline already fired: it is timing out
+        self._cancel_reason = reason
+        scope.cancel()
+        return True
 
     async def wait(self) -> Any:
         """Wait for the session to complete and return what its function returned.
