@@ -1,11 +1,11 @@
-"""Developer tasks: ``nox`` runs tests, lint and mypy; the rest are opt-in by name."""
+"""Developer tasks: ``nox`` runs tests, lint, mypy, the load test; the rest by name."""
 
 from __future__ import annotations
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "lint", "mypy"]
+nox.options.sessions = ["tests", "lint", "mypy", "loadtest"]
 
 
 @nox.session
@@ -28,3 +28,37 @@ def mypy(session: nox.Session) -> None:
     """mypy --strict over the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "trio_sessions")
+
+
+@nox.session
+def loadtest(session: nox.Session) -> None:
+    """The main job: the eight load scenarios against the in-process manager."""
+    session.install("-e", ".[cli]")
+    session.run("trio-sessions", "loadtest", *session.posargs)
+
+
+@nox.session(default=False)
+def loadtest_scale(session: nox.Session) -> None:
+    """100,000 concurrent sessions through one manager."""
+    session.install("-e", ".[cli]")
+    session.run("trio-sessions", "loadtest", "--only", "scale", "--sessions", "100000")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs offline: nitpicky, warnings as errors."""
+    session.install("-e", ".[docs,prometheus,redis]")
+    # -E -a: re-read every page, or warnings in unchanged pages go unseen.
+    session.run(
+        "sphinx-build",
+        "-E",
+        "-a",
+        "-W",
+        "-n",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
