@@ -62,3 +62,20 @@ def docs(session: nox.Session) -> None:
         "docs/_build/html",
         *session.posargs,
     )
+
+
+@nox.session(default=False)
+def e2e(session: nox.Session) -> None:
+    """Example servers as real subprocesses, then wrk with and without middleware."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_examples.py", "tests/test_serve_cli.py")
+    # --install: apt-get install wrk when it is missing (needs root).
+    session.run(
+        "python",
+        "benchmarks/wrk_e2e.py",
+        "--install",
+        "--duration",
+        "5",
+        "--rounds",
+        "3",
+    )

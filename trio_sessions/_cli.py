@@ -254,6 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
             "(example: trio-sessions loadtest -q && echo ok)"
         ),
     )
+    serve = commands.add_parser(
+        "serve",
+        help="serve the example HTTP app (Hypercorn + SessionMiddleware)",
+        description=(
+            "Serve the HTTP example's ASGI app on Hypercorn, every request a "
+            "session: /, /slow?seconds=N, POST /echo, /error, /metrics, /healthz. "
+            "SIGINT/SIGTERM drains, prints the shutdown report and exits 0. "
+            "Needs: pip install 'trio-sessions[servers]'."
+        ),
+        epilog="example: trio-sessions serve --port 8000 --max-sessions 100",
+    )
+    # Imported here so that loadtest never pays for the server's imports.
+    from ._serve import configure_parser
+
+    configure_parser(serve)
     return parser
 
 
@@ -491,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``trio-sessions loadtest`` runs the load-test scenarios of
     :mod:`trio_sessions.loadtest` and returns 0 when they all pass, 1 when
-    one fails and 2 on a usage error::
+    one fails and 2 on a usage error; ``trio-sessions serve`` serves the
+    example HTTP app until SIGINT/SIGTERM::
 
         raise SystemExit(main(["loadtest", "--json"]))
     """
@@ -501,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if args.command == "serve":
+            from ._serve import run
+
+            return run(args)
         return _loadtest(args)
     except _UsageError as exc:
         message = str(exc)

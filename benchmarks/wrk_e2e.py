@@ -1,0 +1,162 @@
+"""Drive examples/http_server.py with wrk, with and without SessionMiddleware.
+
+Starts both variants as subprocesses on loopback, alternates wrk runs between
+them and prints requests/s and the ratio (the middleware's cost)::
+
+    python benchmarks/wrk_e2e.py --duration 5 --rounds 3 [--install] [--max-cost 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "http_server.py"
+
+
+def ensure_wrk(install: bool) -> str:
+    """Return wrk's path, installing the Debian package first if asked and missing."""
+    path = shutil.which("wrk")
+    if path is None and install:
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(
+            [*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env
+        )
+        path = shutil.which("wrk")
+    if path is None:
+        sys.exit("wrk not found: apt-get install wrk (or pass --install)")
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server(*options: str) -> Iterator[tuple[int, int]]:
+    """Run the HTTP example on a free loopback port; yield (port, pid); stop it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        yield int(line.strip().rpartition(":")[2]), process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_wrk(
+    wrk: str, target: tuple[int, int], args: argparse.Namespace
+) -> tuple[float, float]:
+    """One wrk run; return its requests/s and the server's CPU µs per request."""
+    port, pid = target
+    cpu_before = cpu_seconds(pid)
+    result = subprocess.run(
+        [
+            wrk,
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            f"http://127.0.0.1:{port}{args.path}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    cpu = cpu_seconds(pid) - cpu_before
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    total = re.search(r"(\d+) requests in", result.stdout)
+    if rate is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{result.stdout}")
+    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
+        print(result.stdout, file=sys.stderr)
+    return float(rate.group(1)), 1e6 * cpu / max(1, int(total.group(1)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per variant")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--path", default="/")
+    parser.add_argument("--install", action="store_true", help="apt-get install wrk")
+    parser.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        help="fail if the middleware costs more than this many percent",
+    )
+    args = parser.parse_args()
+    wrk = ensure_wrk(args.install)
+    # Capacity above the connection count: measure the overhead, not refusals.
+    capacity = str(max(1000, args.connections * 2))
+    with (
+        server("--no-middleware") as bare,
+        server("--max-sessions", capacity) as wrapped,
+    ):
+        run_wrk(wrk, bare, args)  # warm-up both (imports, caches, TCP)
+        run_wrk(wrk, wrapped, args)
+        rates: dict[str, list[float]] = {"bare": [], "middleware": []}
+        costs: dict[str, list[float]] = {"bare": [], "middleware": []}
+        for _ in range(args.rounds):
+            for name, target in (("bare", bare), ("middleware", wrapped)):
+                rate, cost = run_wrk(wrk, target, args)
+                rates[name].append(rate)
+                costs[name].append(cost)
+            time.sleep(0.5)
+    ratio = statistics.median(rates["middleware"]) / statistics.median(rates["bare"])
+    cpu_ratio = statistics.median(costs["bare"]) / statistics.median(
+        costs["middleware"]
+    )
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s {args.path}")
+    for name, values in rates.items():
+        runs = ", ".join(f"{value:,.0f}" for value in values)
+        cpu = statistics.median(costs[name])
+        print(
+            f"  {name:>10}: median {statistics.median(values):,.0f} req/s ({runs}); "
+            f"server CPU {cpu:,.0f} µs/request"
+        )
+    print(
+        f"  ratio middleware/bare, req/s: {ratio:.3f}  (cost {100 * (1 - ratio):.1f}%)"
+    )
+    print(
+        f"  ratio middleware/bare, CPU-bound req/s: {cpu_ratio:.3f}  "
+        f"(cost {100 * (1 - cpu_ratio):.1f}%)"
+    )
+    if args.max_cost is not None and 100 * (1 - ratio) > args.max_cost:
+        print(f"middleware costs more than {args.max_cost}%", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,645 @@
+"""SessionMiddleware driven in-process, as an ASGI server would drive it.
+
+Timing behaviour (deadlines, drains, slow clients) runs under ``autojump_clock``;
+Starlette is driven through httpx's ASGI transport, a real client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import trio_sessions as ts
+from trio_sessions.asgi import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    SessionMiddleware,
+    _fit_metadata,
+)
+
+# ------------------------------------------------------------------- harness
+
+
+@attrs.define
+class Response:
+    """What the app sent back for one request."""
+
+    messages: list[Message]
+
+    @property
+    def status(self) -> int | None:
+        for message in self.messages:
+            if message["type"] == "http.response.start":
+                status: int = message["status"]
+                return status
+        return None
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        for message in self.messages:
+            if message["type"] == "http.response.start":
+                return dict(message.get("headers", []))
+        return {}
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(
+            message.get("body", b"")
+            for message in self.messages
+            if message["type"] == "http.response.body"
+        )
+
+
+class Lifespan:
+    """Runs an app's lifespan protocol in a task, one event at a time."""
+
+    def __init__(self, app: Any, nursery: trio.Nursery) -> None:
+        self._to_app, receive = trio.open_memory_channel[Message](1)
+        send, self._from_app = trio.open_memory_channel[Message](1)
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        nursery.start_soon(app, scope, receive.receive, send.send)
+
+    async def event(self, kind: str) -> Message:
+        await self._to_app.send({"type": kind})
+        return await self._from_app.receive()
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[Lifespan]:
+    """Start the app's lifespan, yield, then shut it down (as Hypercorn does)."""
+    async with trio.open_nursery() as nursery:
+        lifespan = Lifespan(app, nursery)
+        assert (await lifespan.event("lifespan.startup"))["type"] == (
+            "lifespan.startup.complete"
+        )
+        yield lifespan
+        assert (await lifespan.event("lifespan.shutdown"))["type"] == (
+            "lifespan.shutdown.complete"
+        )
+
+
+async def request(
+    app: Any,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    chunks: Iterable[bytes] = (b"",),
+    chunk_delay: float = 0.0,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    disconnect: trio.Event | None = None,
+) -> Response:
+    """One HTTP request; the client leaves when ``disconnect`` is set."""
+    pending = list(chunks)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": list(headers),
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> Message:
+        if pending:
+            if chunk_delay:
+                await trio.sleep(chunk_delay)
+            body = pending.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(pending)}
+        if disconnect is None:
+            await trio.sleep_forever()
+        else:
+            await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return Response(messages)
+
+
+async def respond(send: Send, status: int = 200, body: bytes = b"hello") -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI callable without lifespan support."""
+    assert scope["type"] == "http"
+    await respond(send)
+
+
+def sleeper(seconds: float) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await trio.sleep(seconds)
+        await respond(send)
+
+    return app
+
+
+async def echo(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "http"
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await respond(send, body=body)
+
+
+def counts(middleware: SessionMiddleware) -> dict[str, Any]:
+    stats = middleware.manager.statistics()
+    assert stats.created == stats.active + stats.completed
+    return {
+        "created": stats.created,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "timed_out": stats.timed_out,
+        "cancelled": stats.cancelled,
+        "rejections": {k: v for k, v in stats.rejections.items() if v},
+        "active": stats.active,
+        "metadata_bytes": stats.metadata_bytes,
+    }
+
+
+def totals(**kwargs: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "created": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "timed_out": 0,
+        "cancelled": 0,
+        "rejections": {},
+        "active": 0,
+        "metadata_bytes": 0,
+    }
+    return {**base, **kwargs}
+
+
+# --------------------------------------------------------------------- tests
+
+
+async def test_each_request_is_a_session_with_request_metadata() -> None:
+    """A request runs as a session whose metadata names its method, path and client."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        (session,) = middleware.manager.sessions.values()
+        seen.append(dict(session.metadata))
+        await respond(send)
+
+    middleware = SessionMiddleware(app, max_sessions=4)
+    assert middleware.statistics() is None
+    async with serving(middleware):
+        response = await request(middleware, "/items/7", method="POST")
+        assert (response.status, response.body) == (200, b"hello")
+        assert counts(middleware) == totals(created=1, succeeded=1)
+    assert seen == [{"method": "POST", "path": "/items/7", "client": "127.0.0.1:5000"}]
+
+
+async def test_capacity_refusal_is_503_with_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With every slot taken, a request gets 503 and a Retry-After header at once."""
+    middleware = SessionMiddleware(sleeper(10), max_sessions=1, retry_after=7)
+    async with serving(middleware), trio.open_nursery() as nursery:
+        nursery.start_soon(request, middleware)
+        await trio.testing.wait_all_tasks_blocked()
+        response = await request(middleware)
+        assert response.status == 503
+        assert response.headers[b"retry-after"] == b"7"
+        assert b"Maximum concurrent sessions reached" in response.body
+    assert counts(middleware) == totals(
+        created=1, succeeded=1, rejections={"capacity": 1}
+    )
+
+
+async def test_deadline_is_504(autojump_clock: trio.testing.MockClock) -> None:
+    """A request that outlives request_timeout is answered 504 at the deadline."""
+    middleware = SessionMiddleware(sleeper(10), request_timeout=2)
+    async with serving(middleware):
+        start = trio.current_time()
+        response = await request(middleware)
+        assert response.status == 504
+        assert trio.current_time() - start == pytest.approx(2)
+        assert counts(middleware) == totals(created=1, timed_out=1)
+
+
+async def test_deadline_after_response_started_adds_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once the response started, a deadline ends it without a second status."""
+
+    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await trio.sleep_forever()
+
+    middleware = SessionMiddleware(streaming, request_timeout=1)
+    async with serving(middleware):
+        response = await request(middleware)
+    assert [m["type"] for m in response.messages] == [
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert response.status == 200
+    assert counts(middleware) == totals(created=1, timed_out=1)
+
+
+async def test_drain_refuses_new_requests_and_finishes_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While draining, new requests get 503 + close and in-flight ones complete."""
+    middleware = SessionMiddleware(sleeper(1), shutdown_timeout=5)
+    results: list[Response] = []
+
+    async def in_flight() -> None:
+        results.append(await request(middleware))
+
+    async with trio.open_nursery() as nursery:
+        lifespan = Lifespan(middleware, nursery)
+        await lifespan.event("lifespan.startup")
+        nursery.start_soon(in_flight)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(lifespan.event, "lifespan.shutdown")
+        await trio.testing.wait_all_tasks_blocked()
+        assert middleware.draining
+        refused = await request(middleware)
+        assert refused.status == 503
+        assert refused.headers[b"connection"] == b"close"
+    (finished,) = results
+    assert finished.status == 200
+    assert finished.headers[b"connection"] == b"close"
+    report = middleware.shutdown_report
+    assert report is not None
+    assert (report.initial_active, report.completed, report.cancelled) == (1, 1, 0)
+    assert trio.current_time() == pytest.approx(1)
+    assert counts(middleware) == totals(
+        created=1, succeeded=1, rejections={"shutting_down": 1}
+    )
+
+
+async def test_drain_timeout_cancels_and_answers_503(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Requests still running when shutdown_timeout ends are cancelled and get 503."""
+    middleware = SessionMiddleware(sleeper(100), shutdown_timeout=3)
+    results: list[Response] = []
+
+    async def in_flight() -> None:
+        results.append(await request(middleware))
+
+    async with serving(middleware), trio.open_nursery() as nursery:
+        nursery.start_soon(in_flight)
+        await trio.testing.wait_all_tasks_blocked()
+        report = await middleware.shutdown()
+    assert trio.current_time() == pytest.approx(3)
+    assert (report.cancelled, report.timeout_reached) == (1, True)
+    assert results[0].status == 503
+    assert results[0].headers[b"connection"] == b"close"
+    assert middleware.shutdown_report == report
+    assert counts(middleware) == totals(created=1, cancelled=1)
+
+
+async def test_client_disconnect_cancels_session_and_frees_slot() -> None:
+    """A client that leaves mid-request has its session cancelled and counted."""
+    middleware = SessionMiddleware(sleeper(1000), max_sessions=1)
+    gone = trio.Event()
+    async with serving(middleware):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial_request(middleware, disconnect=gone))
+            await trio.testing.wait_all_tasks_blocked()
+            assert middleware.manager.statistics().active == 1
+            gone.set()
+        assert counts(middleware) == totals(created=1, cancelled=1)
+        # The slot is free again.
+        middleware.app = hello
+        assert (await request(middleware)).status == 200
+
+
+def partial_request(app: Any, **kwargs: Any) -> Any:
+    async def run() -> None:
+        response = await request(app, **kwargs)
+        assert response.messages == []  # nobody to answer
+
+    return run
+
+
+async def test_disconnect_after_response_lets_app_finish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The end of the stream after a complete response does not cancel the app."""
+    done = trio.Event()
+    gone = trio.Event()
+
+    async def background(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await respond(send)
+        gone.set()
+        await trio.sleep(1)  # work after the response, like a background task
+        done.set()
+
+    middleware = SessionMiddleware(background)
+    async with serving(middleware):
+        response = await request(middleware, disconnect=gone)
+    assert response.status == 200
+    assert done.is_set()
+    assert counts(middleware) == totals(created=1, succeeded=1)
+
+
+async def test_declared_oversize_body_is_413_before_admission() -> None:
+    """A Content-Length over max_body_bytes is refused 413 without a session."""
+    middleware = SessionMiddleware(echo, max_body_bytes=1000)
+    async with serving(middleware):
+        response = await request(
+            middleware,
+            method="POST",
+            headers=[(b"content-length", b"2000")],
+            chunks=[b"x" * 2000],
+        )
+    assert response.status == 413
+    assert counts(middleware) == totals()
+
+
+async def test_streamed_oversize_body_is_413_and_cancelled() -> None:
+    """A chunked body growing past max_body_bytes cancels the session with 413."""
+    middleware = SessionMiddleware(echo, max_body_bytes=1000)
+    async with serving(middleware):
+        response = await request(middleware, method="POST", chunks=[b"x" * 600] * 3)
+        assert response.status == 413
+        assert counts(middleware) == totals(created=1, cancelled=1)
+        small = await request(middleware, method="POST", chunks=[b"x" * 600, b"y"])
+        assert (small.status, small.body) == (200, b"x" * 600 + b"y")
+
+
+async def test_slow_client_body_is_cut_off_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client trickling its body slower than request_timeout gets 504."""
+    middleware = SessionMiddleware(echo, request_timeout=3)
+    async with serving(middleware):
+        response = await request(
+            middleware, method="POST", chunks=[b"x"] * 10, chunk_delay=1
+        )
+    assert response.status == 504
+    assert counts(middleware) == totals(created=1, timed_out=1)
+
+
+async def test_long_path_is_shortened_to_the_metadata_limit() -> None:
+    """Metadata over max_session_metadata_bytes is shortened, never refused."""
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        (session,) = middleware.manager.sessions.values()
+        seen.append(session.metadata_bytes)
+        await respond(send)
+
+    middleware = SessionMiddleware(app, max_session_metadata_bytes=80)
+    async with serving(middleware):
+        response = await request(middleware, "/" + "é" * 500)
+    assert response.status == 200
+    assert 0 < seen[0] <= 80
+    assert counts(middleware) == totals(created=1, succeeded=1)
+
+
+@given(
+    path=st.text(max_size=300),
+    client=st.text(max_size=30),
+    limit=st.integers(min_value=0, max_value=400),
+)
+def test_fit_metadata_always_fits(path: str, client: str, limit: int) -> None:
+    """Shortened metadata fits the limit, keeping a prefix of the path."""
+    metadata = {"method": "GET", "path": path, "client": client}
+    fitted = _fit_metadata(metadata, limit)
+    if fitted is None:
+        assert limit < 2
+        return
+    size = len(json.dumps(fitted, separators=(",", ":"), ensure_ascii=False).encode())
+    assert size <= limit
+    assert path.startswith(fitted.get("path", ""))
+
+
+async def test_exhausted_metadata_budget_runs_request_without_metadata() -> None:
+    """Over max_metadata_bytes the request still runs, with empty metadata."""
+    middleware = SessionMiddleware(hello, max_metadata_bytes=10)
+    async with serving(middleware):
+        response = await request(middleware)
+    assert response.status == 200
+    assert counts(middleware) == totals(
+        created=1, succeeded=1, rejections={"metadata": 1}
+    )
+
+
+async def test_app_exception_propagates_and_counts_as_error() -> None:
+    """An exception from the app reaches the server (which answers 500)."""
+
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        raise LookupError("no such thing")
+
+    middleware = SessionMiddleware(broken)
+    async with serving(middleware):
+        with pytest.raises(LookupError, match="no such thing"):
+            await request(middleware)
+        assert counts(middleware) == totals(created=1, failed=1)
+
+
+async def test_lifespan_is_forwarded_to_the_app() -> None:
+    """The app's own startup and shutdown handlers run inside the manager's life."""
+    events: list[tuple[str, bool]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append((message["type"], middleware.draining))
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    middleware = SessionMiddleware(app)
+    async with serving(middleware):
+        pass
+    assert events == [("lifespan.startup", False), ("lifespan.shutdown", True)]
+    assert middleware.manager.closing
+
+
+async def test_app_startup_failure_is_reported() -> None:
+    """lifespan.startup.failed from the app reaches the server with its message."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    middleware = SessionMiddleware(app)
+    async with trio.open_nursery() as nursery:
+        lifespan = Lifespan(middleware, nursery)
+        answer = await lifespan.event("lifespan.startup")
+    assert answer == {"type": "lifespan.startup.failed", "message": "no database"}
+    assert middleware.manager.closing
+
+
+async def test_requests_without_lifespan_raise_a_clear_error() -> None:
+    """Without lifespan or a manager, the middleware says what is missing."""
+    middleware = SessionMiddleware(hello)
+    with pytest.raises(RuntimeError, match="lifespan"):
+        await request(middleware)
+
+
+async def test_given_manager_is_used_and_left_open() -> None:
+    """With manager=, requests use it and the lifespan neither opens nor closes it."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await respond(send)
+
+    async with ts.open_session_manager(max_sessions=3) as manager:
+        middleware = SessionMiddleware(app, manager=manager)
+        async with serving(middleware):
+            assert (await request(middleware)).status == 200
+        assert not manager.closing
+        assert manager.statistics().succeeded == 1
+        assert middleware.config is manager.config
+
+
+async def test_excluded_paths_and_websockets_bypass_sessions() -> None:
+    """Paths in exclude_paths and non-HTTP scopes reach the app without a session."""
+    scopes: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope["type"])
+        if scope["type"] == "http":
+            await respond(send)
+
+    middleware = SessionMiddleware(app, exclude_paths={"/metrics"})
+    async with serving(middleware):
+        assert (await request(middleware, "/metrics")).status == 200
+
+        async def nothing() -> Message:
+            raise AssertionError("not called")  # pragma: no cover
+
+        await middleware({"type": "websocket", "path": "/ws"}, nothing, respond)
+        assert counts(middleware) == totals()
+    assert scopes == ["lifespan", "http", "websocket"]
+
+
+def test_constructor_validates_its_arguments() -> None:
+    """Bad arguments raise TypeError or ValueError naming the problem."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pass  # pragma: no cover
+
+    with pytest.raises(ValueError, match="retry_after"):
+        SessionMiddleware(app, retry_after=-1)
+    with pytest.raises(TypeError, match="retry_after"):
+        SessionMiddleware(app, retry_after=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        SessionMiddleware(app, max_body_bytes=-1)
+    with pytest.raises(ValueError, match="max_sessions"):
+        SessionMiddleware(app, max_sessions=0)
+    with pytest.raises(TypeError):
+        SessionMiddleware(app, max_sesions=3)
+    config = ts.SessionConfig(max_sessions=5)
+    assert SessionMiddleware(app, config, request_timeout=1).config == ts.SessionConfig(
+        max_sessions=5, request_timeout=1
+    )
+
+
+async def test_storm_of_1000_requests_against_capacity_100(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """1,000 simultaneous requests at capacity 100: 100 served, 900 refused, no leak."""
+    middleware = SessionMiddleware(sleeper(1), max_sessions=100)
+    statuses: list[int | None] = []
+
+    async def one() -> None:
+        statuses.append((await request(middleware, "/storm")).status)
+
+    async with serving(middleware), trio.open_nursery() as nursery:
+        for _ in range(1000):
+            nursery.start_soon(one)
+    assert (statuses.count(200), statuses.count(503)) == (100, 900)
+    stats = middleware.manager.statistics()
+    assert (stats.active, stats.metadata_bytes, stats.peak_active) == (0, 0, 100)
+    assert stats.created == stats.completed == stats.succeeded == 100
+    assert stats.rejected == stats.rejections["capacity"] == 900
+
+
+# ----------------------------------------------------------------- Starlette
+
+
+async def test_starlette_app_behind_the_middleware() -> None:
+    """A Starlette app (with its own lifespan) works behind the middleware."""
+    lifespan_events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lifespan_events.append("startup")
+        yield
+        lifespan_events.append("shutdown")
+
+    async def total(request: Request) -> JSONResponse:
+        numbers = await request.json()
+        return JSONResponse({"total": sum(numbers)})
+
+    async def missing(request: Request) -> JSONResponse:
+        raise HTTPException(status_code=404, detail="nope")
+
+    async def slow(request: Request) -> JSONResponse:
+        await trio.sleep(10)
+        return JSONResponse({})  # pragma: no cover
+
+    starlette = Starlette(
+        routes=[
+            Route("/total", total, methods=["POST"]),
+            Route("/missing", missing),
+            Route("/slow", slow),
+        ],
+        lifespan=lifespan,
+    )
+    middleware = SessionMiddleware(starlette, request_timeout=0.5)
+    async with serving(middleware):
+        assert lifespan_events == ["startup"]
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t"
+        ) as client:
+            response = await client.post("/total", json=[1, 2, 3])
+            assert response.json() == {"total": 6}
+            assert (await client.get("/missing")).status_code == 404
+            assert (await client.get("/slow")).status_code == 504
+        assert counts(middleware) == totals(created=3, succeeded=2, timed_out=1)
+    assert lifespan_events == ["startup", "shutdown"]

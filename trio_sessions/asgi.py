@@ -1,0 +1,570 @@
+"""ASGI 3 middleware that runs every HTTP request as a session of a manager.
+
+Refusals, deadlines and the drain become HTTP answers (503, 504, 413); the ASGI
+lifespan opens and shuts down the manager. Needs nothing beyond Trio itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, final
+
+import attrs
+import trio
+
+from . import (
+    CapacityError,
+    MetadataError,
+    Outcome,
+    Session,
+    SessionCancelled,
+    SessionConfig,
+    SessionManager,
+    SessionStatistics,
+    SessionTimeout,
+    ShutdownReport,
+    ShuttingDownError,
+    open_session_manager,
+)
+
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "SessionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SUCCESS = Outcome.SUCCESS
+
+# How many request-body messages may sit between the server and the app when no
+# body limit bounds them in bytes.
+_UNLIMITED_BODY_BUFFER = 16
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+@final
+class SessionMiddleware:
+    """Run every HTTP request of an ASGI app as one session of a manager.
+
+    Wrap any ASGI 3 application; the server's lifespan events open the manager
+    (with ``config`` or the same keyword overrides as :func:`open_session_manager`)
+    and, at shutdown, drain it for ``shutdown_timeout`` before cancelling what is
+    left::
+
+        from trio_sessions.asgi import SessionMiddleware
+
+        app = SessionMiddleware(app, max_sessions=100, request_timeout=10)
+        await hypercorn.trio.serve(app, hypercorn.Config())
+
+    Each request becomes a session whose metadata holds its method, path and
+    client address (the path is shortened to fit ``max_session_metadata_bytes``).
+    The protocol's answers:
+
+    - no free slot (:exc:`CapacityError`): ``503`` with ``Retry-After``;
+    - draining or closed (:exc:`ShuttingDownError`): ``503`` with ``Connection: close``;
+    - the session's deadline (:exc:`SessionTimeout`): ``504`` if the response
+      has not started, otherwise the connection is closed mid-response;
+    - a body over ``max_body_bytes``: ``413`` (before admission when
+      ``Content-Length`` says so, otherwise by cancelling the session);
+    - the client disconnecting: the session is cancelled (outcome
+      ``CANCELLED``), which frees its slot at once;
+    - the app raising: the exception propagates to the server, which answers 500.
+
+    Requests whose path is in ``exclude_paths`` (health checks, ``/metrics``)
+    and WebSocket connections go straight to the app, outside any session.
+
+    Args:
+      app: The ASGI 3 application to wrap.
+      config: Configuration of the manager the lifespan opens.
+      manager: An already open manager to use instead; the lifespan then
+        neither opens nor shuts it down (its owner does).
+      retry_after: Seconds sent in the ``Retry-After`` header of capacity refusals.
+      max_body_bytes: Largest request body accepted, or ``None`` for no limit.
+      exclude_paths: Paths served without a session.
+      **overrides: :class:`SessionConfig` fields, as for :func:`open_session_manager`.
+
+    Raises:
+      TypeError: if both ``manager`` and a configuration are given, or for an
+        unknown configuration field.
+      ValueError: for an invalid ``retry_after`` or ``max_body_bytes``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: SessionConfig | None = None,
+        *,
+        manager: SessionManager | None = None,
+        retry_after: int = 1,
+        max_body_bytes: int | None = 1_048_576,
+        exclude_paths: Iterable[str] = (),
+        **overrides: Any,
+    ) -> None:
+        if manager is not None and (config is not None or overrides):
+            raise TypeError("SessionMiddleware takes a manager or a config, not both")
+        if manager is not None:
+            config = manager.config
+        elif config is None:
+            config = SessionConfig(**overrides)
+        elif overrides:
+            config = attrs.evolve(config, **overrides)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int):
+            raise TypeError(f"retry_after must be an int, not {retry_after!r}")
+        if retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
+        if max_body_bytes is not None and (
+            isinstance(max_body_bytes, bool)
+            or not isinstance(max_body_bytes, int)
+            or max_body_bytes < 0
+        ):
+            raise ValueError(
+                f"max_body_bytes must be an int >= 0 or None, got {max_body_bytes!r}"
+            )
+        self.app = app
+        self.config: SessionConfig = config
+        self._owns_manager = manager is None
+        self._manager: SessionManager | None = manager
+        self._retry_after = str(retry_after).encode("ascii")
+        self._max_body_bytes = max_body_bytes
+        self._exclude_paths = frozenset(exclude_paths)
+        self._draining = False
+        self._shutdown_report: ShutdownReport | None = None
+        self._pumps: set[trio.CancelScope] = set()
+
+    @property
+    def manager(self) -> SessionManager:
+        """The manager running the requests, once the lifespan has started it.
+
+        ::
+
+            stats = middleware.manager.statistics()
+
+        Raises:
+          RuntimeError: before lifespan startup, when no manager was given.
+        """
+        if self._manager is None:
+            raise RuntimeError(
+                "SessionMiddleware has no manager yet: the server must run the "
+                "ASGI lifespan protocol, or pass manager= to SessionMiddleware"
+            )
+        return self._manager
+
+    def statistics(self) -> SessionStatistics | None:
+        """The manager's statistics, or ``None`` before the lifespan opened it.
+
+        Makes the middleware a source for
+        :class:`trio_sessions.prometheus.SessionCollector`::
+
+            collector.add("http", middleware)
+        """
+        manager = self._manager
+        return None if manager is None else manager.statistics()
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown has started: health checks should answer 503.
+
+        ::
+
+            status = 503 if middleware.draining else 200
+        """
+        manager = self._manager
+        return self._draining or (manager is not None and manager.closing)
+
+    @property
+    def shutdown_report(self) -> ShutdownReport | None:
+        """The :class:`ShutdownReport` of the drain, or ``None`` before it ended.
+
+        ::
+
+            print(middleware.shutdown_report)
+        """
+        return self._shutdown_report
+
+    async def shutdown(self, timeout: float | None = None) -> ShutdownReport:
+        """Start draining now: refuse new requests, let in-flight ones finish.
+
+        Calls :meth:`SessionManager.shutdown` (idempotent, so the lifespan's
+        own shutdown later returns the same report). Use it from a signal
+        handler *before* stopping the server, so that requests arriving during
+        the drain get a clean ``503`` with ``Connection: close``::
+
+            report = await middleware.shutdown()
+            shutdown_event.set()  # now stop hypercorn
+
+        Args:
+          timeout: Drain budget in seconds; defaults to ``shutdown_timeout``.
+        """
+        self._draining = True
+        report = await self.manager.shutdown(timeout)
+        # Every session has completed now; one cancelled before its first step
+        # never ran the app, so release its request from waiting on the client.
+        for done in list(self._pumps):
+            done.cancel()
+        if self._shutdown_report is None:
+            self._shutdown_report = report
+        return report
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection (``http``, ``lifespan`` or anything else)."""
+        kind = scope["type"]
+        if kind == "http" and scope["path"] not in self._exclude_paths:
+            await self._http(scope, receive, send)
+        elif kind == "lifespan" and self._owns_manager:
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
+            return
+        inner = _InnerLifespan(self.app, scope)
+        failure: tuple[str, str] | None = None
+        async with open_session_manager(self.config) as manager:
+            self._manager = manager
+            self._draining = False
+            self._shutdown_report = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(inner.run)
+                reply = await inner.request("lifespan.startup")
+                if reply is not None and reply["type"] == "lifespan.startup.failed":
+                    failure = ("startup", str(reply.get("message", "")))
+                else:
+                    if reply is None:
+                        inner.error = None  # the app has no lifespan support: fine
+                    await send({"type": "lifespan.startup.complete"})
+                    while (await receive())["type"] != "lifespan.shutdown":
+                        pass  # pragma: no cover - no other lifespan message exists
+                    await self.shutdown()
+                    reply = await inner.request("lifespan.shutdown")
+                    if (
+                        reply is not None
+                        and reply["type"] != "lifespan.shutdown.complete"
+                    ):
+                        failure = ("shutdown", str(reply.get("message", "")))
+                    elif inner.error is not None:
+                        failure = ("shutdown", repr(inner.error))
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            await send({"type": f"lifespan.{failure[0]}.failed", "message": failure[1]})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = self.manager
+        limit = self._max_body_bytes
+        if limit is not None and _declared_length(scope) > limit:
+            await self._reply(send, 413, b"Request body too large\n")
+            return
+        response = _ResponseTracker(send, self)
+        pump = _BodyPump(receive, limit, response)
+        nowait = manager.config.max_waiting == 0
+        metadata = self._metadata(scope)
+        while True:
+            try:
+                if nowait:
+                    # Same answer without the checkpoint: reading the request
+                    # below is one anyway.
+                    session = manager.start_session_nowait(
+                        self._run_app, scope, pump, response, metadata=metadata
+                    )
+                else:
+                    session = await manager.start_session(
+                        self._run_app, scope, pump, response, metadata=metadata
+                    )
+                break
+            except CapacityError:
+                await self._reply(
+                    send,
+                    503,
+                    b"Maximum concurrent sessions reached\n",
+                    [(b"retry-after", self._retry_after)],
+                )
+                return
+            except ShuttingDownError:
+                self._draining = True
+                await self._reply(
+                    send,
+                    503,
+                    b"Server is shutting down\n",
+                    [(b"connection", b"close")],
+                )
+                return
+            except MetadataError:
+                if metadata is None:  # pragma: no cover - empty metadata always fits
+                    raise
+                # Only the budget over all live sessions can refuse our metadata
+                # (it is shortened to the per-session limit); a request is worth
+                # more than its bookkeeping, so run it without metadata.
+                metadata = None
+        # This task reads the server's messages for the app while the session
+        # runs (so a disconnect is seen even when the app is not reading), until
+        # the app is done; a second task per request would cost more than the
+        # session itself.
+        pumps = self._pumps
+        pumps.add(pump.done)
+        try:
+            with pump.done:
+                await pump.run(session)
+            if session.outcome is not _SUCCESS:  # usually decided by now
+                await session.wait()
+        except SessionTimeout:
+            if not response.started:
+                await self._reply(send, 504, b"Request timed out\n")
+        except SessionCancelled:
+            if pump.disconnected:
+                pass  # nobody left to answer
+            elif pump.too_large:
+                if not response.started:
+                    await self._reply(send, 413, b"Request body too large\n")
+            elif not response.started:
+                await self._reply(
+                    send, 503, b"Server is shutting down\n", [(b"connection", b"close")]
+                )
+        finally:
+            pumps.discard(pump.done)
+            # Only still running if this request's own task is being cancelled
+            # (the server is going away): take the session with it.
+            session.cancel()
+
+    async def _run_app(
+        self, scope: Scope, pump: _BodyPump, response: _ResponseTracker
+    ) -> None:
+        try:
+            await self.app(scope, pump.receive, response.send)
+        finally:
+            pump.done.cancel()
+
+    def _metadata(self, scope: Scope) -> dict[str, str] | None:
+        client = scope.get("client")
+        metadata = {
+            "method": str(scope.get("method", "")),
+            "path": str(scope.get("path", "")),
+            "client": f"{client[0]}:{client[1]}" if client else "",
+        }
+        limit = self.config.max_session_metadata_bytes
+        if limit is None:
+            return metadata
+        # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
+        rough = 6 * sum(len(v) for v in metadata.values()) + 40
+        if rough <= limit:
+            return metadata
+        return _fit_metadata(metadata, limit)
+
+    async def _reply(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        all_headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        if headers:
+            all_headers.extend(headers)
+        if self._draining and not any(name == b"connection" for name, _ in all_headers):
+            all_headers.append((b"connection", b"close"))
+        await send(
+            {"type": "http.response.start", "status": status, "headers": all_headers}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _fit_metadata(metadata: dict[str, str], limit: int) -> dict[str, str] | None:
+    """Shorten the path (then drop fields) until the metadata fits ``limit`` bytes."""
+
+    def size(candidate: dict[str, str]) -> int:
+        return len(_encode(candidate).encode("utf-8"))
+
+    if size(metadata) <= limit:
+        return metadata
+    path = metadata["path"]
+    short = {**metadata, "path": ""}
+    if size(short) <= limit:
+        # Binary search on the number of characters of the path that fit.
+        low, high = 0, len(path)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if size({**metadata, "path": path[:middle]}) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return {**metadata, "path": path[:low]}
+    for field in ("client", "method", "path"):
+        del short[field]
+        if size(short) <= limit:
+            return short
+    return None
+
+
+@final
+class _ResponseTracker:
+    """Passes the app's messages to the server, noting whether a response began."""
+
+    __slots__ = ("_middleware", "_send", "finished", "started")
+
+    def __init__(self, send: Send, middleware: SessionMiddleware) -> None:
+        self._send = send
+        self._middleware = middleware
+        self.started = False
+        self.finished = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            if self._middleware.draining:
+                # Tell keep-alive clients to go elsewhere while we drain.
+                headers = list(message.get("headers", ()))
+                if not any(bytes(name).lower() == b"connection" for name, _ in headers):
+                    headers.append((b"connection", b"close"))
+                    message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body" and not message.get(
+            "more_body", False
+        ):
+            self.finished = True
+        await self._send(message)
+
+
+@final
+class _BodyPump:
+    """Reads the server's messages for the app, so a disconnect is seen at once.
+
+    Without it, a client that leaves while the app is busy (not reading its
+    body) would hold its slot until the app finished. Buffered body bytes are
+    bounded by ``limit``; beyond it the session is cancelled.
+    """
+
+    __slots__ = (
+        "_arrived",
+        "_limit",
+        "_queue",
+        "_receive",
+        "_response",
+        "_taken",
+        "disconnected",
+        "done",
+        "received",
+        "too_large",
+    )
+
+    def __init__(
+        self, receive: Receive, limit: int | None, response: _ResponseTracker
+    ) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._response = response
+        # Cancelled when the app returns: the pump stops reading for it.
+        self.done = trio.CancelScope()
+        # A deque and parking lots, not a memory channel: this is per request,
+        # and the channel's machinery costs more than the whole hand-over.
+        self._queue: deque[Message] = deque()
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._taken = trio.lowlevel.ParkingLot()
+        self.received = 0
+        self.disconnected = False
+        self.too_large = False
+
+    async def receive(self) -> Message:
+        """The app's ``receive``: the next message the pump read for it."""
+        queue = self._queue
+        if queue:
+            await trio.lowlevel.checkpoint()
+        while not queue:
+            await self._arrived.park()
+        message = queue.popleft()
+        if len(self._taken):
+            self._taken.unpark()
+        return message
+
+    def _put(self, message: Message) -> None:
+        self._queue.append(message)
+        if len(self._arrived):
+            self._arrived.unpark()
+
+    async def run(self, session: Session) -> None:
+        """Read the server's messages until a disconnect or an oversize body."""
+        limit = self._limit
+        queue = self._queue
+        while True:
+            message = await self._receive()
+            kind = message.get("type")
+            if kind == "http.request":
+                self.received += len(message.get("body", b""))
+                if limit is not None and self.received > limit:
+                    self.too_large = True
+                    session.cancel()
+                    return
+            elif kind == "http.disconnect":
+                # Servers also report the end of the stream once the response is
+                # complete; work the app does after that (background tasks) is
+                # not abandoned by anyone, so it goes on.
+                if not self._response.finished:
+                    self.disconnected = True
+                    session.cancel()
+                self._put(message)
+                return
+            self._put(message)
+            # With a byte limit the buffer is bounded already; without one,
+            # wait for the app to catch up.
+            while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
+                await self._taken.park()
+
+
+@final
+class _InnerLifespan:
+    """Runs the wrapped app's own lifespan handler, if it has one, as a task."""
+
+    __slots__ = (
+        "_app",
+        "_from_app",
+        "_replies",
+        "_requests",
+        "_scope",
+        "_to_app",
+        "error",
+    )
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self._app = app
+        self._scope = scope
+        self._to_app, self._requests = trio.open_memory_channel[Message](1)
+        self._from_app, self._replies = trio.open_memory_channel[Message](1)
+        self.error: Exception | None = None
+
+    async def run(self) -> None:
+        async with self._from_app, self._requests:
+            try:
+                await self._app(
+                    self._scope, self._requests.receive, self._from_app.send
+                )
+            except Exception as exc:
+                # An app that raises at startup does not support lifespan (the
+                # ASGI spec's rule); later it is a shutdown failure.
+                self.error = exc
+
+    async def request(self, kind: str) -> Message | None:
+        """Send a lifespan event to the app; return its answer (None: no support)."""
+        try:
+            await self._to_app.send({"type": kind})
+            return await self._replies.receive()
+        except (trio.EndOfChannel, trio.BrokenResourceError):
+            return None

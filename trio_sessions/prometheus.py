@@ -1,0 +1,220 @@
+"""A ``prometheus_client`` collector that exposes every session statistic.
+
+Each manager's series carry a ``manager`` label, so several managers in one
+process stay apart. Needs ``pip install trio-sessions[prometheus]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol, final
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from . import LatencySummary, SessionStatistics
+
+__all__ = ["SessionCollector", "StatisticsSource"]
+
+_OUTCOMES = (
+    ("success", "succeeded"),
+    ("error", "failed"),
+    ("timeout", "timed_out"),
+    ("cancelled", "cancelled"),
+)
+_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+
+
+class StatisticsSource(Protocol):
+    """Anything with a ``statistics()`` method: a :class:`SessionManager`, or a
+    :class:`~trio_sessions.asgi.SessionMiddleware` (``None`` before its lifespan
+    started, and then skipped).
+
+    ::
+
+        collector.add("http", middleware)
+    """
+
+    def statistics(self) -> SessionStatistics | None: ...
+
+
+@final
+class SessionCollector:
+    """Expose the statistics of named managers to Prometheus.
+
+    Every :class:`SessionStatistics` field becomes a metric, labelled
+    ``manager="<name>"``; counters end in ``_total``::
+
+        from trio_sessions.prometheus import SessionCollector
+
+        collector = SessionCollector()        # registers with the default REGISTRY
+        async with ts.open_session_manager() as manager:
+            collector.add("api", manager)
+            ...                               # /metrics now shows trio_sessions_*
+
+    Metrics (``<ns>`` is ``namespace``):
+
+    - ``<ns>_created_total``: sessions admitted;
+    - ``<ns>_completed_total{outcome}``: completed sessions by outcome
+      (``success``, ``error``, ``timeout``, ``cancelled``);
+    - ``<ns>_rejected_total{reason}``: refusals by reason (``capacity``,
+      ``shutting_down``, ``metadata``, ...);
+    - gauges ``<ns>_active``, ``<ns>_waiting``, ``<ns>_max_sessions``,
+      ``<ns>_peak_active``, ``<ns>_metadata_bytes``, ``<ns>_peak_metadata_bytes``
+      and ``<ns>_success_ratio`` (absent until a session completed);
+    - summaries ``<ns>_duration_seconds`` and ``<ns>_wait_seconds`` with
+      quantiles 0.5, 0.9 and 0.99, plus gauges ``<ns>_duration_max_seconds``
+      and ``<ns>_wait_max_seconds``.
+
+    A manager belongs to one Trio run: scrape from that run's thread (an ASGI
+    ``/metrics`` endpoint such as :func:`prometheus_client.make_asgi_app` does),
+    not from ``prometheus_client.start_http_server``'s thread.
+
+    Args:
+      sources: Initial ``name -> manager`` mapping.
+      namespace: Prefix of every metric name.
+      registry: Registry to register with, or ``None`` to register yourself.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, StatisticsSource] | None = None,
+        *,
+        namespace: str = "trio_sessions",
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self._namespace = namespace
+        self._sources: dict[str, StatisticsSource] = {}
+        for name, source in (sources or {}).items():
+            self.add(name, source)
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, name: str, source: StatisticsSource) -> None:
+        """Expose ``source`` under the label ``manager=name``.
+
+        ::
+
+            collector.add("websocket", manager)
+
+        Raises:
+          ValueError: if ``name`` is already used.
+        """
+        if name in self._sources:
+            raise ValueError(f"a manager named {name!r} is already collected")
+        self._sources[name] = source
+
+    def remove(self, name: str) -> None:
+        """Stop exposing the manager named ``name``.
+
+        ::
+
+            collector.remove("websocket")
+
+        Raises:
+          KeyError: if no manager has that name.
+        """
+        del self._sources[name]
+
+    def describe(self) -> Iterable[Metric]:
+        """Return the metric families, without samples (for the registry)."""
+        return list(self._families([]))
+
+    def collect(self) -> Iterable[Metric]:
+        """Return every metric family with one sample set per manager."""
+        snapshots = []
+        for name, source in list(self._sources.items()):
+            statistics = source.statistics()
+            if statistics is not None:
+                snapshots.append((name, statistics))
+        return list(self._families(snapshots))
+
+    def _families(
+        self, snapshots: list[tuple[str, SessionStatistics]]
+    ) -> Iterator[Metric]:
+        ns = self._namespace
+
+        created = CounterMetricFamily(
+            f"{ns}_created", "Sessions admitted.", labels=["manager"]
+        )
+        completed = CounterMetricFamily(
+            f"{ns}_completed",
+            "Sessions completed, by outcome.",
+            labels=["manager", "outcome"],
+        )
+        rejected = CounterMetricFamily(
+            f"{ns}_rejected",
+            "Sessions refused admission, by reason.",
+            labels=["manager", "reason"],
+        )
+        for name, stats in snapshots:
+            created.add_metric([name], stats.created)
+            for outcome, field in _OUTCOMES:
+                completed.add_metric([name, outcome], getattr(stats, field))
+            for reason, count in sorted(stats.rejections.items()):
+                rejected.add_metric([name, reason], count)
+        yield created
+        yield completed
+        yield rejected
+
+        gauges = (
+            ("active", "Sessions admitted and not yet completed.", "active"),
+            ("waiting", "Callers queued for a slot.", "waiting"),
+            ("max_sessions", "Configured capacity.", "max_sessions"),
+            ("peak_active", "Highest number of active sessions seen.", "peak_active"),
+            (
+                "metadata_bytes",
+                "Metadata bytes held by live sessions.",
+                "metadata_bytes",
+            ),
+            (
+                "peak_metadata_bytes",
+                "Highest metadata bytes held at once.",
+                "peak_metadata_bytes",
+            ),
+            ("success_ratio", "Succeeded / completed sessions.", "success_rate"),
+        )
+        for metric, documentation, field in gauges:
+            gauge = GaugeMetricFamily(
+                f"{ns}_{metric}", documentation, labels=["manager"]
+            )
+            for name, stats in snapshots:
+                value = getattr(stats, field)
+                if value is not None:
+                    gauge.add_metric([name], value)
+            yield gauge
+
+        latencies = (
+            ("duration", "Run time of completed sessions.", "durations"),
+            ("wait", "Time queued for a slot, by sessions that waited.", "wait_times"),
+        )
+        for metric, documentation, field in latencies:
+            summary = SummaryMetricFamily(
+                f"{ns}_{metric}_seconds", documentation, labels=["manager"]
+            )
+            largest = GaugeMetricFamily(
+                f"{ns}_{metric}_max_seconds",
+                f"Longest {metric} observed, in seconds.",
+                labels=["manager"],
+            )
+            for name, stats in snapshots:
+                latency: LatencySummary = getattr(stats, field)
+                total = 0.0 if latency.mean is None else latency.mean * latency.count
+                summary.add_metric([name], latency.count, total)
+                for quantile, attribute in _QUANTILES:
+                    value = getattr(latency, attribute)
+                    if value is not None:
+                        summary.add_sample(
+                            summary.name,
+                            {"manager": name, "quantile": quantile},
+                            value,
+                        )
+                if latency.max is not None:
+                    largest.add_metric([name], latency.max)
+            yield summary
+            yield largest
