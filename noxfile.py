@@ -79,3 +79,10 @@ def e2e(session: nox.Session) -> None:
         "--rounds",
         "3",
     )
+
+
+@nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """1,000,000 sessions through one manager; prints tracemalloc bytes."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)

@@ -730,3 +730,14 @@ async def test_statistics_snapshot_is_frozen_and_complete(
     assert stats.durations == ts.LatencySummary(0, None, None, None, None, None, None)
     with pytest.raises(AttributeError):
         stats.active = 1  # type: ignore[misc]
+
+
+async def test_metadata_keys_that_collide_as_json_are_rejected(
+    autojump_clock: MockClock,
+) -> None:
+    """Keys 1 and "1" would count bytes for two keys but keep one: refused."""
+    async with ts.open_session_manager() as manager:
+        with pytest.raises(ts.MetadataError, match="collide"):
+            manager.start_session_nowait(sleep_then, 1, metadata={"1": "x", 1: "y"})
+        stats = check_invariants(manager)
+    assert (stats.rejections["metadata"], stats.created) == (1, 0)

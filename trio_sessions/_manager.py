@@ -75,7 +75,7 @@ _OUTSIDE_CANCEL_REASON = "cancelled because the code around the manager was canc
 
 def _foreign_thread_error() -> RuntimeError:
     # The manager's state belongs to one Trio run; a call from a foreign thread
-    # must fail loudly rather than corrupt counters silently.
+    # must fail loudly rather than corrupt counters silently or hang.
     return RuntimeError(
         "a SessionManager must be used from the Trio run that opened it; "
         "from another thread, call it through trio.from_thread.run()"
@@ -557,7 +557,7 @@ class SessionManager:
             except MetadataError:
                 self._rejections["metadata"] += 1
                 raise
-        return Session(_next_number(), name, copy, size, seconds, now)
+        return Session(_next_number(), name, copy, size, seconds, now, self._thread)
 
     async def _wait_for_slot(self, session: Session) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""
@@ -726,6 +726,8 @@ class SessionManager:
         this call is cancelled, the remaining sessions are cancelled at once.
         This is a checkpoint.
         """
+        if get_ident() != self._thread:
+            raise _foreign_thread_error()
         if self._report is not None:
             await trio.lowlevel.checkpoint()
             return self._report

@@ -32,11 +32,17 @@ def encode_metadata(
     try:
         # dict() first: json only encodes real dicts, not every Mapping.
         text = _encode(dict(metadata))
+        # A lone surrogate encodes to JSON but not to UTF-8 (UnicodeEncodeError).
+        size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise MetadataError(f"metadata is not JSON-encodable: {exc}") from exc
-    size = len(text.encode("utf-8"))
     if limit is not None and size > limit:
         raise MetadataError(
             f"metadata is {size} bytes, over max_session_metadata_bytes={limit}"
         )
-    return MappingProxyType(json.loads(text)), size
+    copy = json.loads(text)
+    if len(copy) != len(metadata):
+        # {"1": ..., 1: ...}: both keys become "1"; the bytes counted would not
+        # be the bytes of the copy kept.
+        raise MetadataError("metadata keys collide once converted to JSON strings")
+    return MappingProxyType(copy), size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from _thread import get_ident
 from collections.abc import Mapping
 from typing import Any, final
 
@@ -32,6 +33,15 @@ class Outcome(enum.Enum):
     ERROR = "error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+
+
+def _foreign_thread_error() -> RuntimeError:
+    # A session belongs to the Trio run of its manager; touching it from another
+    # thread must fail loudly rather than corrupt state or hang silently.
+    return RuntimeError(
+        "a Session must be used from the Trio run of its manager; "
+        "from another thread, call it through trio.from_thread.run()"
+    )
 
 
 _RUNNING = SessionState.RUNNING
@@ -67,6 +77,7 @@ class Session:
         "_result",
         "_scope",
         "_started_at",
+        "_thread",
         "_timeout",
     )
 
@@ -78,8 +89,10 @@ class Session:
         metadata_bytes: int,
         timeout: float | None,
         created_at: float,
+        thread: int,
     ) -> None:
         self._number = number
+        self._thread = thread
         self._name = name
         self._metadata = metadata
         self._metadata_bytes = metadata_bytes
@@ -172,6 +185,8 @@ class Session:
 
             session.cancel("client disconnected")
         """
+        if get_ident() != self._thread:
+            raise _foreign_thread_error()
         if reason is not None and not isinstance(reason, str):
             raise TypeError(
                 f"reason must be a str or None, not {type(reason).__name__}"
@@ -213,6 +228,8 @@ class Session:
         This is a checkpoint. Cancelling the *waiter* raises
         :exc:`trio.Cancelled` in the waiter and leaves the session running.
         """
+        if get_ident() != self._thread:
+            raise _foreign_thread_error()
         if self._outcome is None:
             if self._done is None:
                 self._done = trio.Event()

@@ -1,0 +1,962 @@
+"""The fault matrix: every way a session's function can misbehave, in every phase.
+
+Each fault is tried on a session admitted at once (``start_session``), through
+``start_session_nowait``, and after queueing for a slot; afterwards the outcome,
+every counter, the metadata bytes and the capacity tokens must be exactly right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+import trio_sessions as ts
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import ExceptionGroup
+
+META = {"client": "fault-matrix", "note": "ünïcode"}
+META_BYTES = len(json.dumps(META, separators=(",", ":"), ensure_ascii=False).encode())
+
+#: How the session under test gets in: admitted at once by the async API, by
+#: the synchronous fast path, or after queueing behind sessions holding every slot.
+MODES = ("running", "nowait", "waiting")
+
+
+class Boom(ValueError):
+    """The ordinary failure a session function raises."""
+
+
+async def sleep_then(seconds: float, value: Any = None) -> Any:
+    await trio.sleep(seconds)
+    return value
+
+
+async def admit(
+    manager: ts.SessionManager,
+    mode: str,
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    timeout: float | None = None,
+) -> tuple[ts.Session, float, int]:
+    """Admit ``fn`` as ``mode`` says; return the session, its start time, blockers.
+
+    In ``"waiting"`` mode every free slot is first taken by a blocker that
+    succeeds after 1 s, so the session queues and starts at ``t0 + 1``.
+    """
+    blockers = 0
+    if mode == "waiting":
+        while manager.statistics().active < manager.config.max_sessions:
+            manager.start_session_nowait(sleep_then, 1)
+            blockers += 1
+        assert manager.statistics().waiting == 0
+    start = trio.current_time()
+    if mode == "nowait":
+        session = manager.start_session_nowait(
+            fn, *args, metadata=META, timeout=timeout
+        )
+    else:
+        session = await manager.start_session(fn, *args, metadata=META, timeout=timeout)
+    assert trio.current_time() == start + (1 if mode == "waiting" else 0)
+    return session, trio.current_time(), blockers
+
+
+def expect(
+    manager: ts.SessionManager,
+    *,
+    created: int,
+    succeeded: int = 0,
+    failed: int = 0,
+    timed_out: int = 0,
+    cancelled: int = 0,
+    active: int = 0,
+    waiting: int = 0,
+    capacity: int = 0,
+    shutting_down: int = 0,
+    metadata: int = 0,
+    metadata_bytes: int = 0,
+    other_rejections: int = 0,
+) -> ts.SessionStatistics:
+    """Assert every counter of ``manager`` exactly, and that its tokens match."""
+    stats = manager.statistics()
+    actual = {
+        "created": stats.created,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "timed_out": stats.timed_out,
+        "cancelled": stats.cancelled,
+        "active": stats.active,
+        "waiting": stats.waiting,
+        "rejections": {
+            reason: stats.rejections[reason]
+            for reason in ("capacity", "shutting_down", "metadata")
+        },
+        "other_rejections": stats.rejected
+        - sum(stats.rejections[r] for r in ("capacity", "shutting_down", "metadata")),
+        "metadata_bytes": stats.metadata_bytes,
+        "borrowed_tokens": manager._limiter.borrowed_tokens,
+        "sessions": len(manager.sessions),
+    }
+    wanted = {
+        "created": created,
+        "succeeded": succeeded,
+        "failed": failed,
+        "timed_out": timed_out,
+        "cancelled": cancelled,
+        "active": active,
+        "waiting": waiting,
+        "rejections": {
+            "capacity": capacity,
+            "shutting_down": shutting_down,
+            "metadata": metadata,
+        },
+        "other_rejections": other_rejections,
+        "metadata_bytes": metadata_bytes,
+        "borrowed_tokens": active,
+        "sessions": active,
+    }
+    wrong = {
+        key: (actual[key], wanted[key]) for key in wanted if actual[key] != wanted[key]
+    }
+    assert not wrong, f"(actual, expected) by field: {wrong}"
+    assert stats.created == stats.active + stats.completed
+    assert stats.completed == succeeded + failed + timed_out + cancelled
+    assert stats.rejected == sum(stats.rejections.values())
+    assert stats.durations.count == stats.completed
+    return stats
+
+
+@pytest.fixture
+def stuck_log() -> Generator[list[tuple[float, logging.LogRecord]], None, None]:
+    """Records ERROR messages of the "trio_sessions" logger with the Trio time."""
+    records: list[tuple[float, logging.LogRecord]] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((trio.current_time(), record))
+
+    handler = Handler(logging.ERROR)
+    logger = logging.getLogger("trio_sessions")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+# --------------------------------------------------------- ordinary exceptions
+
+
+def group_of_booms() -> BaseException:
+    return ExceptionGroup("two children failed", [Boom("a"), Boom("b")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("delay", [0, 1])
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        lambda: Boom("plain"),
+        group_of_booms,
+        lambda: trio.TooSlowError("fn's own fail_after"),
+        lambda: ts.SessionTimeout("a child session timed out"),
+        lambda: ts.SessionCancelled("a child session was cancelled"),
+    ],
+    ids=[
+        "Boom",
+        "ExceptionGroup",
+        "TooSlowError",
+        "SessionTimeout",
+        "SessionCancelled",
+    ],
+)
+async def test_exception_is_an_error(
+    mode: str,
+    delay: float,
+    make_error: Callable[[], BaseException],
+    autojump_clock: MockClock,
+) -> None:
+    """Any Exception fn raises, even a timeout-looking one, is ERROR, counted once."""
+    error = make_error()
+
+    async def fail() -> None:
+        if delay:
+            await trio.sleep(delay)
+        raise error
+
+    async with ts.open_session_manager(max_sessions=2, max_waiting=1) as manager:
+        session, t0, blockers = await admit(manager, mode, fail)
+        with pytest.raises(type(error)) as info:
+            await session.wait()
+        assert info.value is error
+        assert session.outcome is ts.Outcome.ERROR
+        assert (session.completed_at, session.duration) == (t0 + delay, delay)
+        expect(manager, created=1 + blockers, succeeded=blockers, failed=1)
+    assert trio.current_time() == t0 + delay
+
+
+# ------------------------------------------------------------- BaseException
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "make_error", [KeyboardInterrupt, lambda: SystemExit(3)], ids=["KI", "SystemExit"]
+)
+async def test_base_exception_cancels_the_rest_and_propagates(
+    mode: str, make_error: Callable[[], BaseException], autojump_clock: MockClock
+) -> None:
+    """KeyboardInterrupt/SystemExit cancel the other sessions, then leave the block."""
+    error = make_error()
+
+    async def interrupt() -> None:
+        await trio.sleep(1)
+        raise error
+
+    with pytest.raises(type(error)) as info:
+        async with ts.open_session_manager(
+            max_sessions=2, max_waiting=1, shutdown_timeout=50
+        ) as manager:
+            session, t0, blockers = await admit(manager, mode, interrupt)
+            bystander = manager.start_session_nowait(sleep_then, 10, metadata=META)
+            await trio.sleep(20)
+    assert info.value is error
+    assert trio.current_time() == t0 + 1
+    assert session.outcome is ts.Outcome.ERROR
+    assert bystander.outcome is ts.Outcome.CANCELLED
+    assert bystander.completed_at == t0 + 1
+    expect(manager, created=2 + blockers, succeeded=blockers, failed=1, cancelled=1)
+
+
+async def test_base_exception_hands_its_slot_to_a_waiter_that_is_cancelled(
+    autojump_clock: MockClock,
+) -> None:
+    """A caller queued behind a KeyboardInterrupt gets its slot, then is cancelled."""
+    admitted: list[ts.Session] = []
+
+    async def interrupt() -> None:
+        await trio.sleep(1)
+        raise KeyboardInterrupt
+
+    async def queued(manager: ts.SessionManager) -> None:
+        # The interrupting session releases its token to us in the step it
+        # ends, before its exception reaches the nursery, so we are admitted.
+        admitted.append(await manager.start_session(sleep_then, 1, metadata=META))
+
+    with pytest.raises(KeyboardInterrupt):
+        async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+            manager.start_session_nowait(interrupt, metadata=META)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(queued, manager)
+                await trio.testing.wait_all_tasks_blocked()
+                expect(
+                    manager, created=1, active=1, waiting=1, metadata_bytes=META_BYTES
+                )
+                await trio.sleep(20)
+    assert trio.current_time() == 1
+    [session] = admitted
+    assert session.outcome is ts.Outcome.CANCELLED
+    assert session.completed_at == 1
+    expect(manager, created=2, failed=1, cancelled=1)
+
+
+# ----------------------------------------------------- not an async function
+
+
+def returns_int() -> int:
+    return 42
+
+
+def returns_none() -> None:
+    return None
+
+
+class Awaitable42:
+    """An awaitable that is not a coroutine: trio refuses these too."""
+
+    def __await__(self) -> Generator[Any, None, int]:
+        return (yield from iter(()))  # pragma: no cover - never awaited
+
+
+async def agen() -> AsyncGenerator[int, None]:
+    yield 1  # pragma: no cover - never iterated
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "fn",
+    [returns_int, returns_none, Awaitable42, agen, 42, None],
+    ids=["sync-int", "sync-none", "awaitable", "async-generator", "int", "None"],
+)
+async def test_not_an_async_function_is_refused_at_admission(
+    mode: str, fn: Any, autojump_clock: MockClock
+) -> None:
+    """A synchronous or non-coroutine fn is a TypeError at admission; nothing counts."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        with pytest.raises(TypeError, match="async function"):
+            await admit(manager, mode, fn)
+        blockers = 1 if mode == "waiting" else 0
+        # A callable is only found out when called, after its wait for a slot.
+        done = blockers if callable(fn) else 0
+        assert trio.current_time() == done
+        stats = expect(
+            manager, created=blockers, succeeded=done, active=blockers - done
+        )
+        assert stats.peak_active == blockers
+    expect(manager, created=blockers, succeeded=blockers)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_coroutine_object_is_refused_without_a_warning(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """Passing fn() instead of fn is a TypeError and leaves no "never awaited"."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        coro = sleep_then(1)
+        with pytest.raises(TypeError, match="not fn"):
+            await admit(manager, mode, coro)  # type: ignore[arg-type]
+        assert coro.cr_frame is None  # closed, so no RuntimeWarning later
+        blockers = 1 if mode == "waiting" else 0
+        expect(manager, created=blockers, active=blockers)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_fn_raising_when_called_propagates_from_admission(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """A sync fn that raises when called raises from start_session; no slot is kept."""
+
+    def explode() -> Any:
+        raise Boom("raised while called")
+
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        with pytest.raises(Boom, match="raised while called"):
+            await admit(manager, mode, explode)
+        blockers = 1 if mode == "waiting" else 0
+        assert trio.current_time() == blockers
+        expect(manager, created=blockers, succeeded=blockers)
+        assert await manager.run(sleep_then, 1, "ok") == "ok"
+
+
+async def test_refused_queued_caller_is_not_in_wait_times(
+    autojump_clock: MockClock,
+) -> None:
+    """wait_times counts sessions that queued, not callers refused after queueing."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        with pytest.raises(TypeError):
+            await admit(manager, "waiting", returns_int)
+        stats = expect(manager, created=1, succeeded=1)
+        assert stats.wait_times.count == 0
+
+
+# ------------------------------------------------------ shielded and stuck
+
+
+async def shielded(seconds: float) -> str:
+    with trio.CancelScope(shield=True):
+        await trio.sleep(seconds)
+    return "finished regardless"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_shielded_session_is_reported_stuck_not_hung(
+    mode: str,
+    stuck_log: list[tuple[float, logging.LogRecord]],
+    autojump_clock: MockClock,
+) -> None:
+    """shutdown() returns at drain + grace, naming the shielded session as stuck."""
+    async with ts.open_session_manager(
+        max_sessions=2, max_waiting=1, shutdown_timeout=50, shutdown_grace=3
+    ) as manager:
+        session, t0, blockers = await admit(manager, mode, shielded, 100)
+        normal = manager.start_session_nowait(sleep_then, 10, metadata=META)
+        report = await manager.shutdown(timeout=2)
+        assert trio.current_time() == t0 + 2 + 3
+        assert report == ts.ShutdownReport(
+            initial_active=2,
+            completed=0,
+            cancelled=2,
+            timeout_reached=True,
+            duration=5,
+            stuck=(session.id,),
+        )
+        assert normal.outcome is ts.Outcome.CANCELLED
+        assert normal.completed_at == t0 + 2
+        assert session.outcome is None
+        expect(
+            manager,
+            created=2 + blockers,
+            succeeded=blockers,
+            cancelled=1,
+            active=1,
+            metadata_bytes=META_BYTES,
+        )
+        [(logged_at, record)] = stuck_log
+        assert logged_at == t0 + 5
+        assert record.levelno == logging.ERROR
+        assert session.id in record.getMessage()
+        assert await manager.shutdown() is report
+    # The nursery, not shutdown(), waits for the shield: inherent to Trio.
+    assert trio.current_time() == t0 + 100
+    assert session.outcome is ts.Outcome.CANCELLED
+    assert session.completed_at == t0 + 100
+    expect(manager, created=2 + blockers, succeeded=blockers, cancelled=2)
+    assert len(stuck_log) == 1
+
+
+async def test_default_grace_is_one_second_when_leaving_the_block(
+    stuck_log: list[tuple[float, logging.LogRecord]], autojump_clock: MockClock
+) -> None:
+    """Leaving the block reports a shielded session stuck at shutdown_timeout + 1 s."""
+    async with ts.open_session_manager(shutdown_timeout=5) as manager:
+        session = manager.start_session_nowait(shielded, 30, metadata=META)
+    assert trio.current_time() == 30
+    [(logged_at, record)] = stuck_log
+    assert logged_at == 5 + 1
+    assert session.id in record.getMessage()
+    report = await manager.shutdown()
+    assert (report.stuck, report.duration, report.cancelled) == ((session.id,), 6, 1)
+    expect(manager, created=1, cancelled=1)
+
+
+async def test_zero_grace_reports_only_shielded_sessions_stuck(
+    stuck_log: list[tuple[float, logging.LogRecord]], autojump_clock: MockClock
+) -> None:
+    """With shutdown_grace=0, stuck names the shielded session, not the healthy one."""
+    for _ in range(20):  # trio shuffles tasks woken together: try several orders
+        async with ts.open_session_manager(shutdown_grace=0) as manager:
+            start = trio.current_time()
+            session = manager.start_session_nowait(shielded, 30)
+            unwinding = manager.start_session_nowait(sleep_then, 30)
+            report = await manager.shutdown(timeout=4)
+            assert trio.current_time() == start + 4
+            assert report.stuck == (session.id,)
+            assert unwinding.outcome is ts.Outcome.CANCELLED
+        assert stuck_log.pop()[0] == start + 4
+        expect(manager, created=2, cancelled=2)
+
+
+async def test_shield_that_ends_within_the_grace_is_not_stuck(
+    stuck_log: list[tuple[float, logging.LogRecord]], autojump_clock: MockClock
+) -> None:
+    """A session that unwinds within the grace is cancelled normally, not stuck."""
+    async with ts.open_session_manager(shutdown_grace=3) as manager:
+        session = manager.start_session_nowait(shielded, 4, metadata=META)
+        report = await manager.shutdown(timeout=2)
+        assert trio.current_time() == 4
+    assert report == ts.ShutdownReport(
+        initial_active=1,
+        completed=0,
+        cancelled=1,
+        timeout_reached=True,
+        duration=4,
+        stuck=(),
+    )
+    assert session.outcome is ts.Outcome.CANCELLED
+    assert stuck_log == []
+    expect(manager, created=1, cancelled=1)
+
+
+# ----------------------------------------------- swallowed cancellation
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cause", ["timeout", "cancel", "shutdown"])
+@pytest.mark.parametrize("then", ["return", "raise", "swallow-again"])
+async def test_swallowed_cancellation_still_decides_the_outcome(
+    mode: str, cause: str, then: str, autojump_clock: MockClock
+) -> None:
+    """fn that swallows Cancelled is still TIMEOUT or CANCELLED, counted once."""
+
+    async def stubborn() -> str:
+        for _ in range(3 if then == "swallow-again" else 1):
+            # The fault under test: swallowing trio.Cancelled.
+            with contextlib.suppress(trio.Cancelled):
+                await trio.sleep(100)
+        if then == "raise":
+            raise Boom("converted the cancellation")
+        return "pretends all is well"
+
+    timeout = 2 if cause == "timeout" else None
+    async with ts.open_session_manager(
+        max_sessions=1, max_waiting=1, request_timeout=None
+    ) as manager:
+        session, t0, blockers = await admit(manager, mode, stubborn, timeout=timeout)
+        if cause == "timeout":
+            await trio.sleep(2)
+        elif cause == "cancel":
+            await trio.sleep(2)
+            session.cancel()
+        elif cause == "shutdown":
+            report = await manager.shutdown(timeout=2)
+            assert (report.cancelled, report.completed) == (1, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.completed_at == t0 + 2
+        if cause == "timeout":
+            assert session.outcome is ts.Outcome.TIMEOUT
+            with pytest.raises(ts.SessionTimeout):
+                await session.wait()
+            expect(manager, created=1 + blockers, succeeded=blockers, timed_out=1)
+        else:
+            assert session.outcome is ts.Outcome.CANCELLED
+            with pytest.raises(ts.SessionCancelled):
+                await session.wait()
+            expect(manager, created=1 + blockers, succeeded=blockers, cancelled=1)
+
+
+# ------------------------------------------------------- deadline boundaries
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_work_ending_exactly_at_the_deadline_times_out(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """The deadline is inclusive, as in trio.fail_after; a moment earlier succeeds."""
+    async with ts.open_session_manager(max_sessions=2, max_waiting=1) as manager:
+        exact, t0, blockers = await admit(manager, mode, sleep_then, 2, timeout=2)
+        early = manager.start_session_nowait(sleep_then, 1.999, "early", timeout=2)
+        with pytest.raises(ts.SessionTimeout):
+            await exact.wait()
+        assert exact.outcome is ts.Outcome.TIMEOUT
+        assert (exact.completed_at, exact.duration) == (t0 + 2, 2)
+        assert await early.wait() == "early"
+        expect(manager, created=2 + blockers, succeeded=1 + blockers, timed_out=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancel_at_the_instant_the_deadline_fires_is_a_timeout(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """Session.cancel() in the step its deadline fires does nothing: timeout wins."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        session, t0, blockers = await admit(manager, mode, sleep_then, 10, timeout=2)
+        await trio.sleep(2)
+        session.cancel("too late")
+        session.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.outcome is ts.Outcome.TIMEOUT
+        assert session.cancel_reason is None
+        assert session.completed_at == t0 + 2
+        expect(manager, created=1 + blockers, succeeded=blockers, timed_out=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancel_just_before_the_deadline_is_a_cancellation(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """Session.cancel() a moment before the deadline wins; the deadline then is moot."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        session, t0, blockers = await admit(manager, mode, sleep_then, 10, timeout=2)
+        await trio.sleep(1.5)
+        session.cancel("client left")
+        await trio.sleep(5)
+        assert session.outcome is ts.Outcome.CANCELLED
+        assert session.completed_at == t0 + 1.5
+        with pytest.raises(ts.SessionCancelled, match="client left"):
+            await session.wait()
+        expect(manager, created=1 + blockers, succeeded=blockers, cancelled=1)
+
+
+async def test_cancel_while_unwinding_from_a_timeout_keeps_the_timeout(
+    autojump_clock: MockClock,
+) -> None:
+    """cancel() while a timed-out session still unwinds changes nothing: TIMEOUT."""
+
+    async def slow_cleanup() -> None:
+        try:
+            await trio.sleep(100)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(3)
+
+    async with ts.open_session_manager() as manager:
+        session = manager.start_session_nowait(slow_cleanup, metadata=META, timeout=2)
+        await trio.sleep(3)
+        assert session.outcome is None
+        session.cancel()
+        expect(manager, created=1, active=1, metadata_bytes=META_BYTES)
+        with pytest.raises(ts.SessionTimeout):
+            await session.wait()
+        assert session.completed_at == 5
+        assert session.cancel_reason is None
+        expect(manager, created=1, timed_out=1)
+
+
+# ----------------------------------------------------------------- shutdown
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_concurrent_shutdowns_share_one_report(
+    mode: str, autojump_clock: MockClock
+) -> None:
+    """A second shutdown during the first waits for it and returns the same report."""
+    reports: list[ts.ShutdownReport] = []
+
+    async def shut(timeout: float) -> None:
+        reports.append(await manager.shutdown(timeout=timeout))
+        assert trio.current_time() == t0 + 2
+
+    async with ts.open_session_manager(max_sessions=2, max_waiting=1) as manager:
+        session, t0, blockers = await admit(manager, mode, sleep_then, 10)
+        quick = manager.start_session_nowait(sleep_then, 1, metadata=META)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(shut, 2)
+            await trio.sleep(0.5)
+            nursery.start_soon(shut, 7)
+    assert trio.current_time() == t0 + 2
+    assert len(reports) == 2
+    assert reports[0] is reports[1]
+    assert reports[0] == ts.ShutdownReport(
+        initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=2
+    )
+    assert (quick.outcome, session.outcome) == (
+        ts.Outcome.SUCCESS,
+        ts.Outcome.CANCELLED,
+    )
+    expect(manager, created=2 + blockers, succeeded=1 + blockers, cancelled=1)
+
+
+async def test_cancelling_one_of_two_shutdowns_cancels_the_sessions_at_once(
+    autojump_clock: MockClock,
+) -> None:
+    """If one concurrent shutdown caller is cancelled, both see the sessions end now."""
+    async with ts.open_session_manager(shutdown_timeout=10) as manager:
+        slow = manager.start_session_nowait(sleep_then, 100, metadata=META)
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(1):
+                nursery.start_soon(manager.shutdown)
+                await manager.shutdown()
+        assert trio.current_time() == 1
+        assert slow.outcome is ts.Outcome.CANCELLED
+        report = await manager.shutdown()
+    assert (report.initial_active, report.cancelled, report.completed) == (1, 1, 0)
+    assert report.duration == 1
+    expect(manager, created=1, cancelled=1)
+
+
+async def test_shutdown_from_inside_a_session_drains_then_cancels_its_caller(
+    autojump_clock: MockClock,
+) -> None:
+    """A session calling shutdown() waits out the drain, then is cancelled itself."""
+    seen: list[str] = []
+
+    async def admin() -> None:
+        try:
+            await manager.shutdown(timeout=2)
+        except trio.Cancelled:
+            seen.append(f"cancelled at {trio.current_time()}")
+            raise
+
+    async with ts.open_session_manager(max_sessions=3) as manager:
+        caller = manager.start_session_nowait(admin, metadata=META)
+        other = manager.start_session_nowait(sleep_then, 1, metadata=META)
+        await trio.sleep(0.5)
+        with pytest.raises(ts.ShuttingDownError):
+            manager.start_session_nowait(sleep_then, 1)
+        report = await manager.shutdown()
+        assert trio.current_time() == 2
+    assert seen == ["cancelled at 2.0"]
+    assert caller.outcome is ts.Outcome.CANCELLED
+    assert other.outcome is ts.Outcome.SUCCESS
+    assert report == ts.ShutdownReport(
+        initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=2
+    )
+    expect(manager, created=2, succeeded=1, cancelled=1, shutting_down=1)
+
+
+async def test_drain_deadline_and_session_deadline_at_the_same_instant(
+    autojump_clock: MockClock,
+) -> None:
+    """A session timing out as the drain ends is a timeout in the report too."""
+    for _ in range(30):  # trio shuffles tasks woken together: try several orders
+        async with ts.open_session_manager(request_timeout=None) as manager:
+            session = manager.start_session_nowait(sleep_then, 10, timeout=2)
+            start = trio.current_time()
+            report = await manager.shutdown(timeout=2)
+        assert trio.current_time() == start + 2
+        assert session.outcome is ts.Outcome.TIMEOUT
+        assert (report.completed, report.cancelled) == (1, 0)
+        assert not report.timeout_reached
+        expect(manager, created=1, timed_out=1)
+
+
+# ------------------------------------------------------- nested sessions
+
+
+async def test_session_starting_a_session_with_room(autojump_clock: MockClock) -> None:
+    """A session may start and await another on the same manager when a slot is free."""
+
+    async def parent() -> str:
+        child = await manager.start_session(sleep_then, 1, "child", metadata=META)
+        return f"parent of {await child.wait()}"
+
+    async with ts.open_session_manager(max_sessions=2) as manager:
+        session = manager.start_session_nowait(parent, metadata=META)
+        assert await session.wait() == "parent of child"
+        assert trio.current_time() == 1
+        stats = expect(manager, created=2, succeeded=2)
+        assert stats.peak_metadata_bytes == 2 * META_BYTES
+
+
+async def test_session_starting_a_session_when_full_is_refused(
+    autojump_clock: MockClock,
+) -> None:
+    """With its own slot the last one and no queue, the child is a CapacityError."""
+
+    async def parent() -> None:
+        await manager.start_session(sleep_then, 1)
+
+    async with ts.open_session_manager(max_sessions=1) as manager:
+        session = manager.start_session_nowait(parent, metadata=META)
+        with pytest.raises(ts.CapacityError):
+            await session.wait()
+        expect(manager, created=1, failed=1, capacity=1)
+
+
+async def test_session_queueing_behind_itself_times_out(
+    autojump_clock: MockClock,
+) -> None:
+    """A session queueing for its own slot gets CapacityError at wait_timeout."""
+
+    async def parent() -> None:
+        await manager.start_session(sleep_then, 1)
+
+    async with ts.open_session_manager(
+        max_sessions=1, max_waiting=1, wait_timeout=3
+    ) as manager:
+        session = manager.start_session_nowait(parent, metadata=META)
+        with pytest.raises(ts.CapacityError):
+            await session.wait()
+        assert session.completed_at == 3
+        expect(manager, created=1, failed=1, capacity=1)
+
+
+async def test_session_queueing_behind_itself_is_freed_by_shutdown(
+    autojump_clock: MockClock,
+) -> None:
+    """A session queued forever behind itself gets ShuttingDownError; no deadlock."""
+
+    async def parent() -> None:
+        await manager.start_session(sleep_then, 1)
+
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        session = manager.start_session_nowait(parent, metadata=META)
+        await trio.sleep(4)
+        expect(manager, created=1, active=1, waiting=1, metadata_bytes=META_BYTES)
+        report = await manager.shutdown(timeout=10)
+        assert trio.current_time() == 4
+    assert session.outcome is ts.Outcome.ERROR
+    with pytest.raises(ts.ShuttingDownError):
+        await session.wait()
+    assert report == ts.ShutdownReport(
+        initial_active=1, completed=1, cancelled=0, timeout_reached=False, duration=0
+    )
+    expect(manager, created=1, failed=1, shutting_down=1)
+
+
+# ------------------------------------------- the manager's nursery cancelled
+
+
+@pytest.mark.parametrize("how", ["manager-nursery", "outer-scope"])
+async def test_cancelled_from_outside_mid_admission(
+    how: str, autojump_clock: MockClock
+) -> None:
+    """Cancelling the manager's nursery mid-admission admits and leaks nothing."""
+    queued: list[str] = []
+
+    async def caller(manager: ts.SessionManager) -> None:
+        try:
+            await manager.start_session(sleep_then, 1, metadata=META)
+        except trio.Cancelled:
+            queued.append("cancelled")
+            raise
+
+    with trio.move_on_after(1 if how == "outer-scope" else 100) as outer:
+        async with ts.open_session_manager(
+            max_sessions=1, max_waiting=2, shutdown_timeout=50
+        ) as manager:
+            running = manager.start_session_nowait(sleep_then, 10, metadata=META)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller, manager)
+                nursery.start_soon(caller, manager)
+                await trio.testing.wait_all_tasks_blocked()
+                expect(
+                    manager,
+                    created=1,
+                    active=1,
+                    waiting=2,
+                    metadata_bytes=META_BYTES,
+                )
+                if how == "manager-nursery":
+                    await trio.sleep(1)
+                    manager._nursery.cancel_scope.cancel()
+                await trio.sleep(50)
+    assert outer.cancelled_caught is (how == "outer-scope")
+    assert trio.current_time() == 1
+    assert queued == ["cancelled", "cancelled"]
+    assert running.outcome is ts.Outcome.CANCELLED
+    assert running.completed_at == 1
+    expect(manager, created=1, cancelled=1)
+    with pytest.raises(ts.ShuttingDownError):
+        manager.start_session_nowait(sleep_then, 1)
+
+
+async def test_waiter_handed_a_slot_as_the_nursery_is_cancelled(
+    autojump_clock: MockClock,
+) -> None:
+    """A token handed to a queued caller in the step of cancellation goes back."""
+
+    async def caller() -> None:
+        await manager.start_session(sleep_then, 1, metadata=META)
+
+    async def release_and_cancel() -> None:
+        holder.cancel()
+        await trio.lowlevel.checkpoint()
+        manager._nursery.cancel_scope.cancel()
+
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        holder = manager.start_session_nowait(sleep_then, 10, metadata=META)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(1)
+            await release_and_cancel()
+            await trio.sleep(50)
+    assert trio.current_time() == 1
+    stats = manager.statistics()
+    assert stats.active == 0
+    assert stats.metadata_bytes == 0
+    assert manager._limiter.borrowed_tokens == 0
+    assert stats.created == stats.completed == stats.cancelled
+    assert stats.rejected == 0
+
+
+# -------------------------------------------------------- hooks (guards)
+
+
+class FaultyGuard(ts.AdmissionGuard):
+    """An admission guard whose every hook can be told to fail."""
+
+    reasons = ("fleet_full",)
+
+    def __init__(self) -> None:
+        self.acquire_error: BaseException | None = None
+        self.release_error: BaseException | None = None
+        self.run_error: BaseException | None = None
+        self.block_acquire = False
+        self.held: set[str] = set()
+
+    async def run(
+        self,
+        manager: ts.SessionManager,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        await trio.sleep(1)
+        if self.run_error is not None:
+            raise self.run_error
+        await trio.sleep_forever()
+
+    async def acquire(self, session: ts.Session, deadline: float) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.block_acquire:
+            await trio.sleep_forever()
+        if self.acquire_error is not None:
+            raise self.acquire_error
+        self.held.add(session.id)
+
+    def release(self, session: ts.Session) -> None:
+        self.held.discard(session.id)
+        if self.release_error is not None:
+            raise self.release_error
+
+
+async def test_guard_release_raising_is_logged_and_ignored(
+    stuck_log: list[tuple[float, logging.LogRecord]], autojump_clock: MockClock
+) -> None:
+    """An exception in a guard's release hook is logged; the bookkeeping holds."""
+    guard = FaultyGuard()
+    guard.release_error = RuntimeError("lease store down")
+    async with ts.open_session_manager(guard=guard) as manager:
+        ok = await manager.start_session(sleep_then, 1, "ok", metadata=META)
+        bad = await manager.start_session(sleep_then, 2, metadata=META, timeout=1.5)
+        assert await ok.wait() == "ok"
+        with pytest.raises(ts.SessionTimeout):
+            await bad.wait()
+        stats = expect(manager, created=2, succeeded=1, timed_out=1)
+        assert stats.rejections.get("fleet_full") == 0
+    assert guard.held == set()
+    assert [t for t, _ in stuck_log] == [1, 1.5]
+    assert all("lease store down" in (r.exc_text or "") for _, r in stuck_log)
+
+
+async def test_guard_acquire_raising_admits_nothing(
+    autojump_clock: MockClock,
+) -> None:
+    """A guard's acquire failing frees the slot; a refusal is counted by its reason."""
+    guard = FaultyGuard()
+    async with ts.open_session_manager(guard=guard, max_sessions=1) as manager:
+        guard.acquire_error = RuntimeError("guard crashed")
+        with pytest.raises(RuntimeError, match="guard crashed"):
+            await manager.start_session(sleep_then, 1, metadata=META)
+        guard.acquire_error = ts.RejectedError("fleet is full", reason="fleet_full")
+        with pytest.raises(ts.RejectedError, match="fleet is full"):
+            await manager.start_session(sleep_then, 1, metadata=META)
+        stats = expect(manager, created=0, other_rejections=1)
+        assert stats.rejections["fleet_full"] == 1
+        guard.acquire_error = None
+        assert await manager.run(sleep_then, 1, "ok", metadata=META) == "ok"
+        expect(manager, created=1, succeeded=1, other_rejections=1)
+
+
+async def test_guard_acquire_cancelled_by_shutdown(autojump_clock: MockClock) -> None:
+    """A caller stuck in a guard's acquire is refused when shutdown starts."""
+    guard = FaultyGuard()
+    guard.block_acquire = True
+    errors: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await manager.start_session(sleep_then, 1, metadata=META)
+        except ts.ShuttingDownError as exc:
+            errors.append(exc)
+
+    async with (
+        ts.open_session_manager(guard=guard, max_waiting=1) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        # The local slot is taken first, then the guard's lease is awaited.
+        assert manager.statistics().waiting == 1
+        assert manager._limiter.borrowed_tokens == 1
+        await trio.sleep(2)
+        await manager.shutdown()
+    assert trio.current_time() == 2
+    assert len(errors) == 1
+    expect(manager, created=0, shutting_down=1)
+
+
+async def test_guard_background_task_crashing_cancels_the_sessions(
+    autojump_clock: MockClock,
+) -> None:
+    """A guard's run() raising cancels every session and leaves the block bare."""
+    guard = FaultyGuard()
+    guard.run_error = OSError("lost the lease store")
+    with pytest.raises(OSError, match="lost the lease store"):
+        async with ts.open_session_manager(guard=guard, shutdown_timeout=50) as manager:
+            session = await manager.start_session(sleep_then, 10, metadata=META)
+            await trio.sleep(20)
+    assert trio.current_time() == 1
+    assert session.outcome is ts.Outcome.CANCELLED
+    expect(manager, created=1, cancelled=1)
+    assert guard.held == set()
