@@ -28,6 +28,9 @@ class AdmissionGuard(abc.ABC):
     refuses by raising a :exc:`RejectedError` whose ``reason`` is one of
     :attr:`reasons`; each is counted in ``statistics().rejections``.
 
+    A caller waiting for the guard holds its local capacity token meanwhile,
+    so local capacity bounds the callers in flight to the guard too.
+
     With a guard, admission may need I/O, so only the async
     :meth:`SessionManager.start_session` and :meth:`SessionManager.run` can
     admit; :meth:`SessionManager.start_session_nowait` raises
@@ -64,6 +67,10 @@ class AdmissionGuard(abc.ABC):
         """Background work for the manager's lifetime (renewing leases, say).
 
         Call ``task_status.started()`` once ready. The default does nothing.
+        This task is cancelled once shutdown has drained every session; to do
+        I/O while cleaning up (flushing the last releases, say), keep the
+        resources it needs outside the cancelled scope, in a shielded scope
+        with a timeout of its own.
         """
         task_status.started()
 

@@ -492,7 +492,9 @@ class SessionManager:
     async def _acquire_lease(self, guard: AdmissionGuard, session: Session) -> None:
         config = self._config
         now = _current_time()
-        if config.max_waiting == 0:
+        if config.max_waiting == 0 or self._waiting >= config.max_waiting:
+            # No room to queue (a caller with a local slot at once was never
+            # counted against max_waiting): the guard must answer without waiting.
             deadline = -math.inf
         elif config.wait_timeout is None:
             deadline = math.inf

@@ -1,0 +1,672 @@
+"""A fleet-wide session limit on Redis: one budget shared by every process and host.
+
+:class:`RedisSessionLimit` is an :class:`~trio_sessions.AdmissionGuard` that holds a
+lease in a Redis sorted set for each admitted session. It needs the ``redis``
+extra (``pip install trio-sessions[redis]``, which brings coredis 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, final
+
+import attrs
+import coredis
+import coredis.exceptions
+import trio
+from coredis.client import Client
+from coredis.commands.script import Script
+
+from ._errors import CapacityError, RejectedError
+from ._guard import AdmissionGuard
+
+if TYPE_CHECKING:
+    from ._manager import SessionManager
+    from ._session import Session
+
+__all__ = ["BackendUnavailableError", "RedisLimitStatistics", "RedisSessionLimit"]
+
+logger = logging.getLogger("trio_sessions.redis")
+
+# Every script takes the time from the Redis server (TIME), so the clocks of the
+# fleet's hosts never decide whether a lease is alive. A lease is a member of
+# the sorted set scored by its expiry in server milliseconds; dead ones are
+# swept before anything is counted. The key itself expires once the longest
+# lease written to it would have, so an abandoned fleet leaves nothing behind.
+_PRELUDE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+"""
+
+_KEEP_KEY: Final = """
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+"""
+
+# KEYS: the lease set. ARGV: member, limit, ttl_ms. Returns {granted, count}.
+_ACQUIRE: Final = (
+    _PRELUDE
+    + """
+local count = redis.call('ZCARD', KEYS[1])
+if count >= tonumber(ARGV[2]) then
+  return {0, count}
+end
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+"""
+    + _KEEP_KEY
+    + """
+return {1, redis.call('ZCARD', KEYS[1])}
+"""
+)
+
+# KEYS: the lease set. ARGV: ttl_ms, members... Extends the members still
+# present and returns {count, lost members}; with no members it only counts.
+_RENEW: Final = (
+    _PRELUDE
+    + """
+local ttl = tonumber(ARGV[1])
+local lost = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+if #ARGV > 1 then
+"""
+    + _KEEP_KEY
+    + """
+end
+return {redis.call('ZCARD', KEYS[1]), lost}
+"""
+)
+
+# Members per script call or ZREM, so one huge process never blocks Redis long.
+_BATCH: Final = 500
+
+
+@final
+class BackendUnavailableError(RejectedError):
+    """Redis did not answer, so the fleet-wide limit could not be checked.
+
+    Raised at admission by a :class:`RedisSessionLimit` with
+    ``on_unavailable="closed"`` (the default), and counted under the reason
+    ``"backend_unavailable"``::
+
+        try:
+            await manager.run(handle, request)
+        except BackendUnavailableError:
+            return 503  # the fleet budget is unknown: refuse rather than overrun it
+    """
+
+    reason = "backend_unavailable"
+
+
+@final
+@attrs.frozen
+class RedisLimitStatistics:
+    """A snapshot of one :class:`RedisSessionLimit`: its leases and its view of Redis.
+
+    ``global_count`` is the fleet's lease count as of the last reply from Redis
+    (each admission and each renewal, at least every ``ttl / 3`` seconds), so it
+    can be exported as a gauge without any I/O::
+
+        fleet = guard.statistics().global_count  # None until Redis first answered
+
+    Attributes:
+      limit: the fleet-wide limit.
+      key: the Redis key of the lease set.
+      held: leases this process holds now.
+      unleased: sessions of this process running without a lease (admitted
+        while Redis was unreachable under ``on_unavailable="open"``, or whose
+        lease was lost under that policy).
+      global_count: leases held by the whole fleet at ``global_count_at``
+        (``None`` before the first reply).
+      global_count_at: :func:`trio.current_time` of that reply, or ``None``.
+      available: whether the last call to Redis succeeded.
+      acquired: leases granted, all time.
+      refused_capacity: admissions refused because the fleet was full.
+      refused_unavailable: admissions refused because Redis did not answer.
+      admitted_unleased: admissions let through without a lease (policy "open").
+      lost: leases found expired or removed before their session ended.
+      backend_errors: calls to Redis that failed or timed out, all time.
+      pending_releases: released leases not yet removed from Redis.
+    """
+
+    limit: int
+    key: str
+    held: int
+    unleased: int
+    global_count: int | None
+    global_count_at: float | None
+    available: bool
+    acquired: int
+    refused_capacity: int
+    refused_unavailable: int
+    admitted_unleased: int
+    lost: int
+    backend_errors: int
+    pending_releases: int
+
+
+@attrs.define(slots=True)
+class _Lease:
+    session: Session
+    member: str
+    # Local trio time by which the lease may lapse in Redis: the moment the
+    # last successful write was *sent*, plus the TTL (Redis stamped it later).
+    expires: float
+    # Set once its session is cancelled for it: no more renewals or deadlines.
+    lost: bool = False
+
+
+class _Unavailable(Exception):
+    """Redis failed to answer a call in time (internal; never escapes)."""
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a number of seconds, not {type(value).__name__}"
+        )
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(
+            f"{name} must be a finite number of seconds > 0, got {value!r}"
+        )
+    return float(value)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@final
+class RedisSessionLimit(AdmissionGuard):
+    """A session limit shared by every manager of a fleet, kept in Redis.
+
+    Each admitted session holds a *lease*: a member of the sorted set ``key``
+    scored by its expiry, computed from the Redis server's clock. A lease is
+    added only while the set holds fewer than ``limit`` live leases, renewed
+    by a task in the manager's nursery every ``ttl / 3`` seconds, and removed
+    as soon as its session completes. A process that dies without releasing
+    gives its leases back after ``ttl`` seconds::
+
+        client = coredis.Redis(host="redis.internal", port=6379)
+        guard = RedisSessionLimit(client, limit=40, key="quota:upstream-api")
+        async with ts.open_session_manager(max_sessions=100, guard=guard) as manager:
+            reply = await manager.run(call_upstream, request)
+
+    The manager's local limit is checked first, then the fleet's. With the fleet
+    full, admission is refused with :exc:`~trio_sessions.CapacityError`
+    (``reason="global_capacity"``), or waits with the manager's own
+    ``max_waiting`` / ``wait_timeout`` semantics, polling Redis with a jittered
+    backoff of at most ``poll_interval`` seconds (waiters of different
+    processes are not served in FIFO order).
+
+    Failure policy (``on_unavailable``), for when Redis does not answer within
+    ``op_timeout`` seconds:
+
+    * ``"closed"`` (default): admission is refused with
+      :exc:`BackendUnavailableError` (``reason="backend_unavailable"``); a
+      running session whose lease could not be renewed is cancelled when the
+      lease may lapse (``ttl`` after the last renewal was sent), and one whose
+      lease Redis no longer holds (it expired, or Redis restarted empty) is
+      cancelled at the next renewal. The fleet never runs more than ``limit``
+      sessions, at the price of availability.
+    * ``"open"``: admission falls back to the local limit alone, and running
+      sessions are never cancelled for Redis' sake; such sessions hold no lease
+      (see :attr:`RedisLimitStatistics.unleased`). Availability wins over the
+      fleet limit.
+
+    Every call to Redis runs under :func:`trio.move_on_after` (``op_timeout``),
+    so no Redis fault can hang admission, a session or shutdown. A Redis
+    restart is survived: the client reconnects on its own.
+
+    The guard enters ``client`` (an async context manager in coredis 6) for the
+    manager's lifetime. One guard serves one manager at a time; to share one
+    client between several guards, enter it yourself around the managers.
+
+    Args:
+      client: a :class:`coredis.Redis` (or cluster) client.
+      limit: sessions the whole fleet may run at once, >= 1.
+      key: the Redis key of the lease set; every process sharing a limit uses
+        the same key, and the same ``limit``.
+      ttl: seconds a lease lives without renewal: how long a crashed process's
+        slots stay taken.
+      on_unavailable: ``"closed"`` or ``"open"``, as above.
+      op_timeout: seconds any one call to Redis may take; must be below ``ttl``
+        (best at most ``ttl / 3``).
+      poll_interval: longest pause between two tries while waiting for room.
+
+    Raises:
+      TypeError, ValueError: an argument is invalid (the message names it).
+    """
+
+    reasons: ClassVar[tuple[str, ...]] = ("global_capacity", "backend_unavailable")
+
+    def __init__(
+        self,
+        client: Client[Any],
+        *,
+        limit: int,
+        key: str = "trio_sessions:leases",
+        ttl: float = 10.0,
+        on_unavailable: Literal["closed", "open"] = "closed",
+        op_timeout: float = 1.0,
+        poll_interval: float = 0.1,
+    ) -> None:
+        if not isinstance(client, Client):
+            raise TypeError(
+                f"client must be a coredis client, not {type(client).__name__}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key must be a non-empty str, got {key!r}")
+        if on_unavailable not in ("closed", "open"):
+            raise ValueError(
+                f"on_unavailable must be 'closed' or 'open', got {on_unavailable!r}"
+            )
+        self._ttl = _positive("ttl", ttl)
+        self._op_timeout = _positive("op_timeout", op_timeout)
+        self._poll_interval = _positive("poll_interval", poll_interval)
+        if self._op_timeout >= self._ttl:
+            raise ValueError(
+                f"op_timeout ({op_timeout!r}) must be below ttl ({ttl!r}), "
+                "or a slow reply would outlive the lease it renews"
+            )
+        self._client = client
+        self._limit = limit
+        self._key = key
+        self._fail_open = on_unavailable == "open"
+        self._ttl_ms = max(1, round(self._ttl * 1000))
+        self._acquire_script: Script[Any] = client.register_script(_ACQUIRE)
+        self._renew_script: Script[Any] = client.register_script(_RENEW)
+        # Unique to this guard in the fleet, readable in redis-cli.
+        self._prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:"
+        self._manager: SessionManager | None = None
+        self._held: dict[str, _Lease] = {}
+        self._unleased: set[str] = set()
+        # Released members not yet removed from Redis -> local time after which
+        # removing them is moot (the lease has lapsed anyway).
+        self._pending: dict[str, float] = {}
+        self._release_wanted = trio.Event()
+        self._waiters = 0
+        self._global_count: int | None = None
+        self._global_count_at: float | None = None
+        self._available = True
+        self._acquired = 0
+        self._refused_capacity = 0
+        self._refused_unavailable = 0
+        self._admitted_unleased = 0
+        self._lost = 0
+        self._backend_errors = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        limit: int,
+        key: str = "trio_sessions:leases",
+        ttl: float = 10.0,
+        on_unavailable: Literal["closed", "open"] = "closed",
+        op_timeout: float = 1.0,
+        poll_interval: float = 0.1,
+    ) -> RedisSessionLimit:
+        """Build the limit and its client from a ``redis://`` URL.
+
+        The client's own connect and read timeouts are set to ``op_timeout``::
+
+            guard = RedisSessionLimit.from_url("redis://redis.internal/0", limit=40)
+        """
+        timeout = _positive("op_timeout", op_timeout)
+        client = coredis.Redis.from_url(
+            url, connect_timeout=timeout, stream_timeout=timeout
+        )
+        return cls(
+            client,
+            limit=limit,
+            key=key,
+            ttl=ttl,
+            on_unavailable=on_unavailable,
+            op_timeout=op_timeout,
+            poll_interval=poll_interval,
+        )
+
+    def __repr__(self) -> str:
+        policy = "open" if self._fail_open else "closed"
+        return (
+            f"<RedisSessionLimit key={self._key!r} limit={self._limit} "
+            f"ttl={self._ttl} on_unavailable={policy!r}>"
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def limit(self) -> int:
+        """Sessions the whole fleet may run at once."""
+        return self._limit
+
+    @property
+    def key(self) -> str:
+        """The Redis key of the lease set."""
+        return self._key
+
+    def statistics(self) -> RedisLimitStatistics:
+        """Return a :class:`RedisLimitStatistics` snapshot; no I/O, not a checkpoint.
+
+        Its ``global_count`` is the gauge to export for the fleet::
+
+            gauge.set(guard.statistics().global_count or 0)
+        """
+        return RedisLimitStatistics(
+            limit=self._limit,
+            key=self._key,
+            held=len(self._held),
+            unleased=len(self._unleased),
+            global_count=self._global_count,
+            global_count_at=self._global_count_at,
+            available=self._available,
+            acquired=self._acquired,
+            refused_capacity=self._refused_capacity,
+            refused_unavailable=self._refused_unavailable,
+            admitted_unleased=self._admitted_unleased,
+            lost=self._lost,
+            backend_errors=self._backend_errors,
+            pending_releases=len(self._pending),
+        )
+
+    async def global_count(self) -> int:
+        """Ask Redis how many live leases the whole fleet holds now.
+
+        Expired leases are swept first, so the answer is exact::
+
+            print(f"{await guard.global_count()} of {guard.limit} fleet slots taken")
+
+        Raises:
+          BackendUnavailableError: Redis did not answer within ``op_timeout``.
+        """
+        try:
+            count, _ = await self._renew(())
+        except _Unavailable as exc:
+            raise BackendUnavailableError(str(exc)) from None
+        return count
+
+    # ---------------------------------------------------------- guard protocol
+
+    async def run(
+        self,
+        manager: SessionManager,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep the client open and the leases fresh for the manager's lifetime.
+
+        Started by :func:`~trio_sessions.open_session_manager`; renews every
+        lease every ``ttl / 3`` seconds and removes released ones promptly.
+        When cancelled at shutdown, it removes the last released leases in a
+        shielded scope bounded by ``op_timeout``.
+        """
+        if self._manager is not None:
+            raise RuntimeError(
+                f"{self!r} already serves a session manager: "
+                "create one RedisSessionLimit per manager"
+            )
+        self._manager = manager
+        try:
+            async with trio.open_nursery() as nursery:
+                client_scope, loops_scope = await nursery.start(self._serve)
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # The client's connections outlive the manager's cancellation
+                    # (they run shielded in _serve), so the last releases can
+                    # still be sent; bounded even if Redis hangs.
+                    loops_scope.cancel()
+                    deadline = trio.current_time() + 2 * self._op_timeout
+                    with trio.CancelScope(shield=True, deadline=deadline):
+                        await self._flush_releases()
+                    client_scope.cancel()
+        finally:
+            self._manager = None
+
+    async def _serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[tuple[trio.CancelScope, trio.CancelScope]],
+    ) -> None:
+        """Hold the client open, shielded, and run the renewal and release loops."""
+        with trio.CancelScope(shield=True) as client_scope:
+            async with self._client:
+                with trio.CancelScope() as loops_scope:
+                    async with trio.open_nursery() as loops:
+                        loops.start_soon(self._renew_loop)
+                        loops.start_soon(self._release_loop)
+                        task_status.started((client_scope, loops_scope))
+                await trio.sleep_forever()
+
+    async def acquire(self, session: Session, deadline: float) -> None:
+        """Take a fleet lease for ``session``, waiting for room until ``deadline``.
+
+        Called by the manager at admission; see :class:`AdmissionGuard`.
+
+        Raises:
+          CapacityError: the fleet is full (``reason="global_capacity"``).
+          BackendUnavailableError: Redis did not answer, under
+            ``on_unavailable="closed"``.
+        """
+        manager = self._manager
+        if manager is None:
+            raise RuntimeError(
+                f"{self!r} is not running: pass it to open_session_manager(guard=...)"
+            )
+        member = self._prefix + session.id
+        delay = min(0.01, self._poll_interval)
+        waiting = False
+        try:
+            while True:
+                sent = trio.current_time()
+                try:
+                    granted = await self._try_acquire(member)
+                except _Unavailable as exc:
+                    # The script may have run with its reply lost: undo it.
+                    self._forget(member, sent + self._ttl)
+                    if self._fail_open:
+                        self._admitted_unleased += 1
+                        self._unleased.add(session.id)
+                        return
+                    self._refused_unavailable += 1
+                    raise BackendUnavailableError(
+                        f"fleet session limit unavailable ({exc}); refusing "
+                        "rather than risk exceeding it"
+                    ) from None
+                except BaseException:
+                    self._forget(member, sent + self._ttl)
+                    raise
+                if granted:
+                    self._acquired += 1
+                    self._held[session.id] = _Lease(session, member, sent + self._ttl)
+                    return
+                now = trio.current_time()
+                if not waiting:
+                    if now >= deadline or self._waiters >= manager.config.max_waiting:
+                        break
+                    waiting = True
+                    self._waiters += 1
+                if now >= deadline:
+                    break
+                # Jitter spreads the fleet's waiters so they do not poll in step.
+                await trio.sleep_until(
+                    min(deadline, now + delay * (0.5 + random.random() / 2))
+                )
+                delay = min(delay * 2, self._poll_interval)
+        finally:
+            if waiting:
+                self._waiters -= 1
+        self._refused_capacity += 1
+        raise CapacityError(
+            f"Maximum concurrent sessions reached across the fleet "
+            f"(limit {self._limit} on Redis key {self._key!r})",
+            reason="global_capacity",
+        )
+
+    def release(self, session: Session) -> None:
+        """Give back the lease of ``session``; it leaves Redis in a moment.
+
+        Called by the manager in the step the session completes. It never
+        blocks: the guard's background task removes the lease right away.
+        """
+        lease = self._held.pop(session.id, None)
+        if lease is None:
+            self._unleased.discard(session.id)
+            return
+        self._forget(lease.member, lease.expires)
+
+    # ---------------------------------------------------------------- internals
+
+    def _forget(self, member: str, moot_after: float) -> None:
+        self._pending[member] = moot_after
+        self._release_wanted.set()
+
+    async def _call(self, request: Any, what: str) -> Any:
+        """Await one Redis request within ``op_timeout``, or raise _Unavailable."""
+        try:
+            with trio.move_on_after(self._op_timeout):
+                reply = await request
+                if not self._available:
+                    logger.info("trio_sessions: Redis answers again (%s)", self._key)
+                self._available = True
+                return reply
+            error = f"no reply from Redis within {self._op_timeout:g} s"
+        except (coredis.exceptions.RedisError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._backend_errors += 1
+        if self._available:
+            logger.warning("trio_sessions: Redis %s failed: %s", what, error)
+        self._available = False
+        raise _Unavailable(error)
+
+    def _observe(self, count: int) -> None:
+        self._global_count = count
+        self._global_count_at = trio.current_time()
+
+    async def _try_acquire(self, member: str) -> bool:
+        reply = await self._call(
+            self._acquire_script(
+                keys=[self._key], args=[member, self._limit, self._ttl_ms]
+            ),
+            "acquire",
+        )
+        granted, count = reply
+        self._observe(int(count))
+        return bool(granted)
+
+    async def _renew(self, members: Sequence[str]) -> tuple[int, list[str]]:
+        reply = await self._call(
+            self._renew_script(keys=[self._key], args=[self._ttl_ms, *members]),
+            "renew",
+        )
+        count, lost = reply
+        self._observe(int(count))
+        return int(count), [_text(member) for member in lost]
+
+    async def _renew_loop(self) -> None:
+        interval = self._ttl / 3
+        while True:
+            await self._renew_all()
+            wake = trio.current_time() + interval
+            if not self._fail_open:
+                # Wake when a lease may lapse, to cancel its session on time.
+                for lease in self._held.values():
+                    if not lease.lost and lease.expires < wake:
+                        wake = lease.expires
+            await trio.sleep_until(wake)
+
+    async def _renew_all(self) -> None:
+        held = self._held
+        if not self._fail_open:
+            now = trio.current_time()
+            for lease in list(held.values()):
+                if not lease.lost and lease.expires <= now:
+                    self._lose(lease, "it could not be renewed in time")
+        leases = [lease for lease in held.values() if not lease.lost]
+        try:
+            if not leases:
+                await self._renew(())
+            for start in range(0, len(leases), _BATCH):
+                batch = leases[start : start + _BATCH]
+                sent = trio.current_time()
+                _, lost = await self._renew([lease.member for lease in batch])
+                missing = set(lost)
+                for lease in batch:
+                    if lease.member in missing:
+                        if held.get(lease.session.id) is lease and not lease.lost:
+                            self._lose(lease, "Redis no longer holds it")
+                    else:
+                        lease.expires = sent + self._ttl
+        except _Unavailable:
+            pass  # Logged by _call; leases lapse on their own schedule.
+
+    def _lose(self, lease: _Lease, why: str) -> None:
+        self._lost += 1
+        lease.lost = True
+        if self._fail_open:
+            del self._held[lease.session.id]
+            self._unleased.add(lease.session.id)
+            logger.warning(
+                "trio_sessions: fleet lease of session %s lost (%s); it keeps "
+                "running on the local limit (on_unavailable='open')",
+                lease.session.id,
+                why,
+            )
+            return
+        logger.warning(
+            "trio_sessions: fleet lease of session %s lost (%s); cancelling it",
+            lease.session.id,
+            why,
+        )
+        # The manager's release() drops the lease once the session completes.
+        lease.session.cancel(f"lease lost: fleet lease on {self._key!r}: {why}")
+
+    async def _release_loop(self) -> None:
+        backoff = 0.01
+        while True:
+            await self._release_wanted.wait()
+            self._release_wanted = trio.Event()
+            if await self._flush_releases():
+                backoff = 0.01
+            else:
+                # Redis is down: retry later, keeping only leases still alive.
+                self._release_wanted.set()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self._ttl / 3)
+
+    async def _flush_releases(self) -> bool:
+        """Remove pending released leases from Redis; False if Redis failed."""
+        pending = self._pending
+        while pending:
+            batch = list(pending)[:_BATCH]
+            try:
+                await self._call(self._client.zrem(self._key, batch), "release")
+            except _Unavailable:
+                now = trio.current_time()
+                for member in [m for m, moot in pending.items() if moot <= now]:
+                    del pending[member]
+                return False
+            for member in batch:
+                pending.pop(member, None)
+        return True
