@@ -8,7 +8,15 @@ Endpoints: ``/`` (hello), ``/slow?seconds=N`` (try timeouts), ``POST /echo``
     curl -i 'http://127.0.0.1:8000/slow?seconds=10'     # 504 after 5 s
     curl http://127.0.0.1:8000/metrics | grep trio_sessions_
 
-Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client).
+With ``--redis-url redis://127.0.0.1:6379/0 --fleet-limit 40`` every process
+started that way shares one fleet-wide limit of 40 sessions (a
+:class:`~trio_sessions.redis.RedisSessionLimit`), and ``/metrics`` adds the
+``trio_sessions_fleet_*`` gauges; Prometheus sums ``trio_sessions_active`` and
+``trio_sessions_fleet_leases_held`` over the fleet, and takes the ``max`` of
+``trio_sessions_fleet_leases``, which every process reports alike.
+
+Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client), and
+``trio-sessions[redis]`` for ``--redis-url``.
 """
 
 from __future__ import annotations
@@ -82,9 +90,17 @@ async def read_body(receive: Receive) -> bytes:
 
 
 def build_app(
-    config: ts.SessionConfig, *, use_middleware: bool = True, max_body_bytes: int
+    config: ts.SessionConfig,
+    *,
+    use_middleware: bool = True,
+    max_body_bytes: int,
+    guard: Any = None,
 ) -> App:
-    """Return the demo ASGI app, wrapped in the session middleware."""
+    """Return the demo ASGI app, wrapped in the session middleware.
+
+    ``guard``, if given, is a fleet-wide limit (a ``RedisSessionLimit``) that
+    the middleware's manager consults, and whose gauges ``/metrics`` exports.
+    """
     middleware: SessionMiddleware | None = None
     registry = CollectorRegistry()
     collector = SessionCollector(registry=registry)
@@ -145,8 +161,11 @@ def build_app(
         config,
         max_body_bytes=max_body_bytes,
         exclude_paths={"/metrics", "/healthz"},
+        guard=guard,
     )
     collector.add("http", middleware)
+    if guard is not None:
+        collector.add_fleet("http", guard)
     return middleware
 
 
@@ -160,6 +179,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
+    parser.add_argument(
+        "--redis-url",
+        help="share a fleet-wide limit through this Redis, e.g. redis://127.0.0.1/0",
+    )
+    parser.add_argument(
+        "--fleet-limit",
+        type=int,
+        default=100,
+        help="sessions at once across every process using --redis-url",
+    )
     parser.add_argument(
         "--no-middleware",
         action="store_true",
@@ -178,10 +207,16 @@ async def main(args: argparse.Namespace) -> int:
         else args.request_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
+    guard = None
+    if args.redis_url:
+        from trio_sessions.redis import RedisSessionLimit
+
+        guard = RedisSessionLimit.from_url(args.redis_url, limit=args.fleet_limit)
     app = build_app(
         config,
         use_middleware=not args.no_middleware,
         max_body_bytes=args.max_body_bytes,
+        guard=guard,
     )
     server_config = hypercorn.config.Config()
     server_config.bind = [f"{args.host}:{args.port}"]

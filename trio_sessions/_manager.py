@@ -255,6 +255,11 @@ class SessionManager:
         return self._sessions_view
 
     @property
+    def guard(self) -> AdmissionGuard | None:
+        """The :class:`AdmissionGuard` given to :func:`open_session_manager`, if any."""
+        return self._guard
+
+    @property
     def closing(self) -> bool:
         """True once shutdown has started: nothing new is admitted."""
         return self._closing

@@ -15,9 +15,11 @@ import attrs
 import trio
 
 from . import (
+    AdmissionGuard,
     CapacityError,
     MetadataError,
     Outcome,
+    RejectedError,
     Session,
     SessionCancelled,
     SessionConfig,
@@ -87,6 +89,10 @@ class SessionMiddleware:
       retry_after: Seconds sent in the ``Retry-After`` header of capacity refusals.
       max_body_bytes: Largest request body accepted, or ``None`` for no limit.
       exclude_paths: Paths served without a session.
+      guard: An :class:`AdmissionGuard` for the manager the lifespan opens,
+        such as the fleet-wide :class:`~trio_sessions.redis.RedisSessionLimit`;
+        its refusals (``global_capacity``, ``backend_unavailable``) are answered
+        with ``503`` and ``Retry-After``.
       **overrides: :class:`SessionConfig` fields, as for :func:`open_session_manager`.
 
     Raises:
@@ -104,10 +110,16 @@ class SessionMiddleware:
         retry_after: int = 1,
         max_body_bytes: int | None = 1_048_576,
         exclude_paths: Iterable[str] = (),
+        guard: AdmissionGuard | None = None,
         **overrides: Any,
     ) -> None:
         if manager is not None and (config is not None or overrides):
             raise TypeError("SessionMiddleware takes a manager or a config, not both")
+        if manager is not None and guard is not None:
+            raise TypeError(
+                "SessionMiddleware takes a guard only with the manager it opens: "
+                "pass guard= to open_session_manager instead"
+            )
         if manager is not None:
             config = manager.config
         elif config is None:
@@ -129,6 +141,7 @@ class SessionMiddleware:
         self.app = app
         self.config: SessionConfig = config
         self._owns_manager = manager is None
+        self._guard = guard
         self._manager: SessionManager | None = manager
         self._retry_after = str(retry_after).encode("ascii")
         self._max_body_bytes = max_body_bytes
@@ -227,7 +240,7 @@ class SessionMiddleware:
             return
         inner = _InnerLifespan(self.app, scope)
         failure: tuple[str, str] | None = None
-        async with open_session_manager(self.config) as manager:
+        async with open_session_manager(self.config, guard=self._guard) as manager:
             self._manager = manager
             self._draining = False
             self._shutdown_report = None
@@ -265,7 +278,8 @@ class SessionMiddleware:
             return
         response = _ResponseTracker(send, self)
         pump = _BodyPump(receive, limit, response)
-        nowait = manager.config.max_waiting == 0
+        # A guard may need I/O at admission, which only start_session can do.
+        nowait = manager.config.max_waiting == 0 and manager.guard is None
         metadata = self._metadata(scope)
         while True:
             try:
@@ -304,6 +318,17 @@ class SessionMiddleware:
                 # (it is shortened to the per-session limit); a request is worth
                 # more than its bookkeeping, so run it without metadata.
                 metadata = None
+                continue
+            except RejectedError as exc:
+                # A guard's refusal (the fleet is full, or its backend is down):
+                # like capacity, worth retrying shortly.
+                await self._reply(
+                    send,
+                    503,
+                    f"Service unavailable ({exc.reason})\n".encode(),
+                    [(b"retry-after", self._retry_after)],
+                )
+                return
         # This task reads the server's messages for the app while the session
         # runs (so a disconnect is seen even when the app is not reading), until
         # the app is done; a second task per request would cost more than the

@@ -19,7 +19,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from . import LatencySummary, SessionStatistics
 
-__all__ = ["SessionCollector", "StatisticsSource"]
+__all__ = ["FleetSource", "FleetStatistics", "SessionCollector", "StatisticsSource"]
 
 _OUTCOMES = (
     ("success", "succeeded"),
@@ -41,6 +41,35 @@ class StatisticsSource(Protocol):
     """
 
     def statistics(self) -> SessionStatistics | None: ...
+
+
+class FleetStatistics(Protocol):
+    """What a fleet-wide limit reports.
+
+    :class:`~trio_sessions.redis.RedisLimitStatistics` is one.
+    """
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def global_count(self) -> int | None: ...
+    @property
+    def available(self) -> bool: ...
+
+
+class FleetSource(Protocol):
+    """A fleet-wide limit with a ``statistics()`` snapshot read without I/O.
+
+    ::
+
+        collector.add_fleet("http", guard)  # a RedisSessionLimit
+    """
+
+    def statistics(self) -> FleetStatistics: ...
 
 
 @final
@@ -71,6 +100,13 @@ class SessionCollector:
       quantiles 0.5, 0.9 and 0.99, plus gauges ``<ns>_duration_max_seconds``
       and ``<ns>_wait_max_seconds``.
 
+    Fleet-wide limits added with :meth:`add_fleet` add gauges labelled
+    ``manager`` and ``key``: ``<ns>_fleet_leases`` (leases held by the whole
+    fleet, as last seen: every process reports the same figure, so aggregate
+    it with ``max``, not ``sum``), ``<ns>_fleet_leases_held`` (this process's
+    share: ``sum`` over the fleet), ``<ns>_fleet_limit`` and
+    ``<ns>_fleet_backend_up`` (1 while the backend answers).
+
     A manager belongs to one Trio run: scrape from that run's thread (an ASGI
     ``/metrics`` endpoint such as :func:`prometheus_client.make_asgi_app` does),
     not from ``prometheus_client.start_http_server``'s thread.
@@ -90,6 +126,7 @@ class SessionCollector:
     ) -> None:
         self._namespace = namespace
         self._sources: dict[str, StatisticsSource] = {}
+        self._fleets: dict[str, FleetSource] = {}
         for name, source in (sources or {}).items():
             self.add(name, source)
         if registry is not None:
@@ -109,6 +146,21 @@ class SessionCollector:
             raise ValueError(f"a manager named {name!r} is already collected")
         self._sources[name] = source
 
+    def add_fleet(self, name: str, fleet: FleetSource) -> None:
+        """Expose the fleet-wide limit ``fleet`` of the manager named ``name``.
+
+        ::
+
+            guard = RedisSessionLimit.from_url("redis://127.0.0.1/0", limit=40)
+            collector.add_fleet("http", guard)
+
+        Raises:
+          ValueError: if ``name`` already has a fleet limit.
+        """
+        if name in self._fleets:
+            raise ValueError(f"a fleet limit named {name!r} is already collected")
+        self._fleets[name] = fleet
+
     def remove(self, name: str) -> None:
         """Stop exposing the manager named ``name``.
 
@@ -120,10 +172,11 @@ class SessionCollector:
           KeyError: if no manager has that name.
         """
         del self._sources[name]
+        self._fleets.pop(name, None)
 
     def describe(self) -> Iterable[Metric]:
         """Return the metric families, without samples (for the registry)."""
-        return list(self._families([]))
+        return [*self._families([]), *self._fleet_families([])]
 
     def collect(self) -> Iterable[Metric]:
         """Return every metric family with one sample set per manager."""
@@ -132,7 +185,33 @@ class SessionCollector:
             statistics = source.statistics()
             if statistics is not None:
                 snapshots.append((name, statistics))
-        return list(self._families(snapshots))
+        fleets = [(name, fleet.statistics()) for name, fleet in self._fleets.items()]
+        return [*self._families(snapshots), *self._fleet_families(fleets)]
+
+    def _fleet_families(
+        self, snapshots: list[tuple[str, FleetStatistics]]
+    ) -> Iterator[Metric]:
+        ns = self._namespace
+        gauges = (
+            ("fleet_leases", "Leases held by the whole fleet (aggregate with max)."),
+            ("fleet_leases_held", "Leases held by this process."),
+            ("fleet_limit", "The fleet-wide session limit."),
+            ("fleet_backend_up", "1 while the fleet's backend answers, else 0."),
+        )
+        families = {
+            metric: GaugeMetricFamily(
+                f"{ns}_{metric}", documentation, labels=["manager", "key"]
+            )
+            for metric, documentation in gauges
+        }
+        for name, stats in snapshots:
+            labels = [name, stats.key]
+            if stats.global_count is not None:
+                families["fleet_leases"].add_metric(labels, stats.global_count)
+            families["fleet_leases_held"].add_metric(labels, stats.held)
+            families["fleet_limit"].add_metric(labels, stats.limit)
+            families["fleet_backend_up"].add_metric(labels, 1 if stats.available else 0)
+        yield from families.values()
 
     def _families(
         self, snapshots: list[tuple[str, SessionStatistics]]
