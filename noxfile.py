@@ -86,3 +86,12 @@ def soak(session: nox.Session) -> None:
     """1,000,000 sessions through one manager; prints tracemalloc bytes."""
     session.install("-e", ".")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """trio_sessions vs raw Trio, anyio on Trio and asyncio; then Redis admission."""
+    session.install("-e", ".[bench,redis]")
+    session.run("python", "benchmarks/bench_sessions.py", *session.posargs)
+    # Prints "skipped" and exits 0 when no redis-server is available.
+    session.run("python", "benchmarks/bench_redis.py")

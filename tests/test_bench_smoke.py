@@ -1,0 +1,44 @@
+"""Keep the benchmark module working: run it with tiny counts, check its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sessions.py"
+SCENARIOS = {"burst", "request", "reject", "memory"}
+CONTENDERS = {"trio_sessions", "raw_trio", "anyio_trio", "asyncio"}
+
+
+def test_benchmark_runs_with_tiny_counts_and_writes_its_json(tmp_path: Path) -> None:
+    """The benchmark runs end to end with tiny counts and writes the documented JSON."""
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, str(BENCH), "--rounds", "2", "--count", "50"]
+    argv += ["--parked", "100", "--scale", "--throughput", "500", "--slots", "10"]
+    argv += ["--quiet", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ratio" in done.stdout
+
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["settings"]["count"] == 50
+    assert report["settings"]["rounds"] == 2
+    assert {"python", "cpu", "versions"} <= set(report["machine"])
+    assert {row["scenario"] for row in report["results"]} == SCENARIOS
+    for row in report["results"]:
+        assert set(row["samples"]) <= CONTENDERS
+        assert {"trio_sessions", "raw_trio"} <= set(row["samples"])
+        for name, values in row["samples"].items():
+            assert len(values) == 2
+            assert row[name] == min(values) > 0
+        assert row["ratio"] == row["trio_sessions"] / row["raw_trio"]
+        assert isinstance(row["met"], bool)
+    parked = report["scale"]["parked"]
+    assert parked["sessions"] == 100
+    assert set(parked["bytes_per_session"]) == {"trio_sessions", "raw_trio"}
+    through = report["scale"]["throughput"]
+    assert (through["sessions"], through["slots"]) == (500, 10)
+    assert [mark["started"] for mark in through["traced_memory"]] == [50, 500]
+    assert through["traced_memory"][-1]["completed"] == 500
