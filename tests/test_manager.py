@@ -741,3 +741,23 @@ async def test_metadata_keys_that_collide_as_json_are_rejected(
             manager.start_session_nowait(sleep_then, 1, metadata={"1": "x", 1: "y"})
         stats = check_invariants(manager)
     assert (stats.rejections["metadata"], stats.created) == (1, 0)
+
+
+async def test_every_concurrent_waiter_gets_the_result(
+    autojump_clock: MockClock,
+) -> None:
+    """Several tasks waiting on one session all get its value, at its end."""
+    results: list[tuple[str, float]] = []
+
+    async def waiter(session: ts.Session) -> None:
+        results.append((await session.wait(), trio.current_time()))
+
+    async with ts.open_session_manager() as manager:
+        session = await manager.start_session(sleep_then, 2, "value")
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(waiter, session)
+            # A waiter that gives up early leaves the others waiting.
+            with trio.move_on_after(1):
+                await session.wait()
+    assert results == [("value", 2)] * 3

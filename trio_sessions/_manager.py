@@ -550,6 +550,9 @@ class SessionManager:
     ) -> Session:
         if timeout is _CONFIG_DEFAULT:
             seconds = self._default_timeout
+        elif (timeout.__class__ is float or timeout.__class__ is int) and timeout >= 0:
+            # The common explicit case, checked inline (NaN fails the comparison).
+            seconds = timeout
         else:
             seconds = _check_timeout(timeout)
         if name is not None and not isinstance(name, str):
@@ -703,8 +706,8 @@ class SessionManager:
         self._durations.record(now - session._started_at)  # type: ignore[operator]
         if self._guard is not None:
             self._release_lease(self._guard, session)
-        if session._done is not None:
-            session._done.set()
+        if session._waiter is not None or session._done is not None:
+            session._wake_waiters()
         if self._closing and not sessions and self._report is None:
             self._finalize_shutdown(now, stuck=())
 

@@ -79,6 +79,7 @@ class Session:
         "_started_at",
         "_thread",
         "_timeout",
+        "_waiter",
     )
 
     def __init__(
@@ -106,7 +107,10 @@ class Session:
         # Why cancel() was called: set only while the deadline had not yet passed,
         # so "cancelled" and "timed out" can never both be claimed.
         self._cancel_reason: str | None = None
-        # Created only when someone waits, to keep sessions that nobody awaits small.
+        # The first waiter parks itself here and is rescheduled directly: a
+        # request round trip (manager.run) then allocates no Event. Further
+        # concurrent waiters share an Event, created only for them.
+        self._waiter: trio.lowlevel.Task | None = None
         self._done: trio.Event | None = None
 
     def __repr__(self) -> str:
@@ -231,12 +235,30 @@ class Session:
         if get_ident() != self._thread:
             raise _foreign_thread_error()
         if self._outcome is None:
-            if self._done is None:
-                self._done = trio.Event()
-            await self._done.wait()
+            if self._waiter is None and self._done is None:
+                self._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+            else:
+                if self._done is None:
+                    self._done = trio.Event()
+                await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
         return self._unwrap()
+
+    def _abort_wait(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        # The parked waiter is being cancelled: it no longer waits.
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_waiters(self) -> None:
+        """Wake everyone waiting for the outcome (called once, when it is decided)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+        if self._done is not None:
+            self._done.set()
 
     def _unwrap(self) -> Any:
         outcome = self._outcome
