@@ -1,11 +1,11 @@
-"""Developer tasks: ``nox`` runs tests, lint, mypy, the load test; the rest by name."""
+"""Developer tasks: ``nox`` runs tests, lint, mypy, docs and the load test."""
 
 from __future__ import annotations
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "lint", "mypy", "loadtest"]
+nox.options.sessions = ["tests", "lint", "mypy", "docs", "loadtest"]
 
 
 @nox.session
