@@ -107,8 +107,6 @@ def _not_callable(fn: object) -> TypeError:
 
 
 def _not_a_coroutine(fn: object, result: object) -> TypeError:
-    if isinstance(result, Coroutine):  # pragma: no cover - only odd awaitables
-        result.close()
     return TypeError(
         f"start_session expected an async function, but {fn!r} returned "
         f"{type(result).__name__}, not a coroutine: define it with 'async def'"
