@@ -643,3 +643,29 @@ async def test_starlette_app_behind_the_middleware() -> None:
             assert (await client.get("/slow")).status_code == 504
         assert counts(middleware) == totals(created=3, succeeded=2, timed_out=1)
     assert lifespan_events == ["startup", "shutdown"]
+
+
+class _Unavailable(ts.AdmissionGuard):
+    """A guard whose backend is down: it refuses every session."""
+
+    reasons = ("backend_unavailable",)
+
+    async def acquire(self, session: ts.Session, deadline: float) -> None:
+        await trio.lowlevel.checkpoint()
+        raise ts.RejectedError("backend down", reason="backend_unavailable")
+
+    def release(self, session: ts.Session) -> None:
+        raise AssertionError("nothing was ever granted")  # pragma: no cover
+
+
+async def test_guard_refusal_is_503_with_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A guard's refusal (backend down) is a 503 with Retry-After, counted."""
+    app = SessionMiddleware(hello, guard=_Unavailable(), retry_after=3)
+    async with serving(app):
+        response = await request(app)
+        assert response.status == 503
+        assert response.headers[b"retry-after"] == b"3"
+        assert b"backend_unavailable" in response.body
+        assert counts(app) == totals(rejections={"backend_unavailable": 1})
