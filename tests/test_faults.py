@@ -230,26 +230,31 @@ async def test_base_exception_cancels_the_rest_and_propagates(
             await trio.sleep(20)
     assert info.value is error
     assert trio.current_time() == t0 + 1
-    assert session.outcome is ts.Outcome.ERROR
+    # Only Exceptions are ERRORs: the interrupted session counts as cancelled.
+    assert session.outcome is ts.Outcome.CANCELLED
+    assert session.cancel_reason == f"interrupted by {type(error).__name__}"
     assert bystander.outcome is ts.Outcome.CANCELLED
     assert bystander.completed_at == t0 + 1
-    expect(manager, created=2 + blockers, succeeded=blockers, failed=1, cancelled=1)
+    expect(manager, created=2 + blockers, succeeded=blockers, cancelled=2)
 
 
-async def test_base_exception_hands_its_slot_to_a_waiter_that_is_cancelled(
+async def test_base_exception_refuses_the_queued_callers(
     autojump_clock: MockClock,
 ) -> None:
-    """A caller queued behind a KeyboardInterrupt gets its slot, then is cancelled."""
-    admitted: list[ts.Session] = []
+    """A caller queued behind a KeyboardInterrupt is refused: the manager is ending."""
+    refused: list[ts.ShuttingDownError] = []
 
     async def interrupt() -> None:
         await trio.sleep(1)
         raise KeyboardInterrupt
 
     async def queued(manager: ts.SessionManager) -> None:
-        # The interrupting session releases its token to us in the step it
-        # ends, before its exception reaches the nursery, so we are admitted.
-        admitted.append(await manager.start_session(sleep_then, 1, metadata=META))
+        # The interrupting session shuts the manager down in the step it ends,
+        # before its freed token could admit anyone.
+        try:
+            await manager.start_session(sleep_then, 1, metadata=META)
+        except ts.ShuttingDownError as exc:
+            refused.append(exc)
 
     with pytest.raises(KeyboardInterrupt):
         async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
@@ -262,10 +267,8 @@ async def test_base_exception_hands_its_slot_to_a_waiter_that_is_cancelled(
                 )
                 await trio.sleep(20)
     assert trio.current_time() == 1
-    [session] = admitted
-    assert session.outcome is ts.Outcome.CANCELLED
-    assert session.completed_at == 1
-    expect(manager, created=2, failed=1, cancelled=1)
+    assert len(refused) == 1
+    expect(manager, created=1, cancelled=1, shutting_down=1)
 
 
 # ----------------------------------------------------- not an async function

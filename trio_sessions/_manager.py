@@ -668,8 +668,14 @@ class SessionManager:
             self._finish(session, _CANCELLED, None)
             raise
         except BaseException as exc:
-            # KeyboardInterrupt, SystemExit...: record it, then let it end the block.
-            self._finish(session, _ERROR, exc)
+            # KeyboardInterrupt, SystemExit...: not an error of the session but
+            # the end of the program. Only Exceptions are ERRORs: this session
+            # was interrupted, and the whole manager shuts down at once (queued
+            # callers are refused, the other sessions cancelled) while the
+            # exception propagates out of the manager's block.
+            session._cancel_reason = f"interrupted by {type(exc).__name__}"
+            self._finish(session, _CANCELLED, exc)
+            self._abort()
             raise
         else:
             if scope.cancel_called:

@@ -24,9 +24,11 @@ class SessionState(enum.Enum):
 class Outcome(enum.Enum):
     """How a session ended; decided exactly once.
 
-    ``SUCCESS``: the function returned. ``ERROR``: it raised. ``TIMEOUT``: its
-    own deadline cancelled it (never counted as an error). ``CANCELLED``:
-    shutdown or :meth:`Session.cancel` cancelled it.
+    ``SUCCESS``: the function returned. ``ERROR``: it raised an
+    :exc:`Exception`. ``TIMEOUT``: its own deadline cancelled it (never counted
+    as an error). ``CANCELLED``: shutdown or :meth:`Session.cancel` cancelled
+    it, or it was interrupted by a ``BaseException`` such as
+    :exc:`KeyboardInterrupt`, which then propagates out of the manager.
     """
 
     SUCCESS = "success"
@@ -266,8 +268,13 @@ class Session:
             return self._result
         if outcome is Outcome.ERROR:
             raise self._result
+        # What the function raised while being cancelled, if anything, is the
+        # cause of the timeout or cancellation.
+        cause = self._result if isinstance(self._result, BaseException) else None
         if outcome is Outcome.TIMEOUT:
             raise SessionTimeout(
                 f"session {self.id} hit its deadline of {self._timeout} seconds"
-            )
-        raise SessionCancelled(f"session {self.id} was {self._cancel_reason}")
+            ) from cause
+        raise SessionCancelled(
+            f"session {self.id} was {self._cancel_reason}"
+        ) from cause
