@@ -58,7 +58,7 @@ class TrioLoop:
             target=trio.run, args=(self._main,), kwargs={"clock": self.clock}
         )
         self._thread.start()
-        assert self._ready.wait(10), "the Trio loop did not start"
+        assert self._ready.wait(60), "the Trio loop did not start"
 
     async def _main(self) -> None:
         async with ts.open_session_manager(
@@ -84,7 +84,7 @@ class TrioLoop:
 
     def close(self) -> None:
         trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
-        self._thread.join(10)
+        self._thread.join(60)
         assert not self._thread.is_alive()
 
 
