@@ -709,6 +709,8 @@ async def test_config_and_keyword_overrides(autojump_clock: MockClock) -> None:
     async with ts.open_session_manager(base, max_sessions=7) as manager:
         assert manager.config == ts.SessionConfig(max_sessions=7, request_timeout=None)
         assert manager.statistics().max_sessions == 7
+    async with ts.open_session_manager(config=base) as manager:
+        assert manager.config is base
     with pytest.raises(TypeError, match="max_session"):
         async with ts.open_session_manager(max_session=3):
             pass  # pragma: no cover

@@ -853,7 +853,6 @@ class _Started:
 @asynccontextmanager
 async def open_session_manager(
     config: SessionConfig | None = None,
-    /,
     *,
     guard: AdmissionGuard | None = None,
     **overrides: Any,
