@@ -393,32 +393,16 @@ class SessionManager:
           ValueError: ``timeout`` is negative or NaN.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._guard is not None and not self._closing:
-            return await self._start_guarded(
-                self._guard, fn, args, metadata, timeout, name
-            )
-        if (
-            self._closing
-            or self._limiter.available_tokens > 0
-            or self._config.max_waiting == 0
+        if self._closing or (
+            self._guard is None
+            and (self._limiter.available_tokens > 0 or self._config.max_waiting == 0)
         ):
             session = self.start_session_nowait(
                 fn, *args, metadata=metadata, timeout=timeout, name=name
             )
             await trio.lowlevel.cancel_shielded_checkpoint()
             return session
-        if not callable(fn):
-            raise _not_callable(fn)
-        if self._waiting >= self._config.max_waiting:
-            self._rejections["capacity"] += 1
-            raise new_capacity_error()
-        queued_at = _current_time()
-        session = self._new_session(metadata, timeout, name, queued_at)
-        await self._wait_for_slot(session)
-        self._admit(session, fn, args)
-        # Only callers that became sessions count in wait_times.
-        self._wait_times.record(_current_time() - queued_at)
-        return session
+        return await self._start_waiting(fn, args, metadata, timeout, name)
 
     async def run(
         self,
@@ -451,22 +435,22 @@ class SessionManager:
             )
         return await session.wait()
 
-    async def _start_guarded(
+    async def _start_waiting(
         self,
-        guard: AdmissionGuard,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         metadata: Mapping[str, Any] | None,
         timeout: float | _UseConfig | None,
         name: str | None,
     ) -> Session:
-        """Admission with a guard: the local slot first, then the guard's lease."""
+        """Admission that may wait: for a local slot, then for the guard's lease."""
         if not callable(fn):
             raise _not_callable(fn)
         config = self._config
         queued_at = _current_time()
         session = self._new_session(metadata, timeout, name, queued_at)
         limiter = self._limiter
+        queued = False
         if limiter.available_tokens > 0:
             limiter.acquire_on_behalf_of_nowait(session)
         elif config.max_waiting == 0 or self._waiting >= config.max_waiting:
@@ -474,22 +458,26 @@ class SessionManager:
             raise new_capacity_error()
         else:
             await self._wait_for_slot(session)
-        try:
-            self._check_budget(session)
-            await self._acquire_lease(guard, session)
-        except BaseException:
-            limiter.release_on_behalf_of(session)
-            raise
+            queued = True
+        guard = self._guard
+        if guard is not None:
+            try:
+                self._check_budget(session)
+                await self._acquire_lease(guard, session)
+            except BaseException:
+                limiter.release_on_behalf_of(session)
+                raise
+            # The guard's round trip is a wait only for a caller allowed to queue.
+            queued = queued or (config.max_waiting > 0 and _current_time() > queued_at)
         try:
             self._admit(session, fn, args)
         except BaseException:
-            self._release_lease(guard, session)
+            if guard is not None:
+                self._release_lease(guard, session)
             raise
-        # A caller allowed to queue that did wait, locally or for the guard,
-        # counts its whole wait; a caller that may not queue never waits.
-        waited = _current_time() - queued_at
-        if config.max_waiting and waited > 0:
-            self._wait_times.record(waited)
+        # Only callers that queued and became sessions count in wait_times.
+        if queued:
+            self._wait_times.record(_current_time() - queued_at)
         return session
 
     async def _acquire_lease(self, guard: AdmissionGuard, session: Session) -> None:

@@ -16,6 +16,11 @@ _encode = json.JSONEncoder(
 ).encode
 
 
+def metadata_size(metadata: Mapping[str, Any]) -> int:
+    """Bytes that ``metadata`` counts for: its compact UTF-8 JSON."""
+    return len(_encode(dict(metadata)).encode("utf-8"))
+
+
 def encode_metadata(
     metadata: object, limit: int | None
 ) -> tuple[Mapping[str, Any], int]:

@@ -6,7 +6,6 @@ lifespan opens and shuts down the manager. Needs nothing beyond Trio itself.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, final
@@ -30,6 +29,7 @@ from . import (
     ShuttingDownError,
     open_session_manager,
 )
+from ._metadata import metadata_size
 
 __all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "SessionMiddleware"]
 
@@ -44,10 +44,6 @@ _SUCCESS = Outcome.SUCCESS
 # How many request-body messages may sit between the server and the app when no
 # body limit bounds them in bytes.
 _UNLIMITED_BODY_BUFFER = 16
-
-_encode = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
 
 
 @final
@@ -417,9 +413,7 @@ def _declared_length(scope: Scope) -> int:
 def _fit_metadata(metadata: dict[str, str], limit: int) -> dict[str, str] | None:
     """Shorten the path (then drop fields) until the metadata fits ``limit`` bytes."""
 
-    def size(candidate: dict[str, str]) -> int:
-        return len(_encode(candidate).encode("utf-8"))
-
+    size = metadata_size
     if size(metadata) <= limit:
         return metadata
     path = metadata["path"]
