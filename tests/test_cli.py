@@ -11,15 +11,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn_server import running_server
 
 from trio_sessions import __version__, loadtest
 from trio_sessions._cli import build_parser, main
@@ -301,30 +298,6 @@ async def status_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@asynccontextmanager
-async def running_server() -> AsyncIterator[str]:
-    """Serve status_app with hypercorn on 127.0.0.1, port 0; yield its URL."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve(
-                status_app,  # type: ignore[arg-type]
-                config,
-                shutdown_trigger=stop.wait,
-                task_status=task_status,
-            )
-        )
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
-
 async def run_cli_async(*args: str) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m trio_sessions ARGS`` as a child while this Trio run goes on."""
     with trio.fail_after(SUBPROCESS_TIMEOUT):
@@ -338,7 +311,7 @@ async def run_cli_async(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 async def test_subprocess_url_load() -> None:
     """--url drives a real local server and reports its 2xx and 503 counts in JSON."""
-    async with running_server() as base:
+    async with running_server(status_app) as base:
         ok = await run_cli_async(
             "loadtest", "--url", f"{base}/", "--requests", "40", "--concurrency", "4"
         )

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import math
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn_server import running_server
 
 from trio_sessions import loadtest
 
@@ -359,34 +357,10 @@ def mixed_status_app() -> Callable[..., Awaitable[None]]:
     return app
 
 
-@asynccontextmanager
-async def running_server() -> AsyncIterator[str]:
-    """Serve mixed_status_app with hypercorn on 127.0.0.1, port 0; yield its URL."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve(
-                mixed_status_app(),
-                config,
-                shutdown_trigger=stop.wait,
-                task_status=task_status,
-            )
-        )
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
-
 async def test_http_load_counts_statuses() -> None:
     """Against a real local server, 2xx, 503 and 504 are counted exactly."""
     with trio.fail_after(30):
-        async with running_server() as base:
+        async with running_server(mixed_status_app()) as base:
             seen: list[tuple[int, int]] = []
             result = await loadtest.http_load(
                 f"{base}/mixed",
@@ -406,7 +380,7 @@ async def test_http_load_counts_statuses() -> None:
 async def test_http_load_other_status_fails() -> None:
     """Responses other than 2xx, 503 and 504 fail the HTTP load."""
     with trio.fail_after(30):
-        async with running_server() as base:
+        async with running_server(mixed_status_app()) as base:
             result = await loadtest.http_load(
                 f"{base}/teapot", requests=6, concurrency=2
             )
@@ -417,7 +391,7 @@ async def test_http_load_other_status_fails() -> None:
 async def test_http_load_for_a_duration() -> None:
     """With a duration, requests go on until it is over, then stop."""
     with trio.fail_after(30):
-        async with running_server() as base:
+        async with running_server(mixed_status_app()) as base:
             result = await loadtest.http_load(f"{base}/", duration=0.2, concurrency=2)
     assert result.passed, result.problems
     assert result.requests == result.success_2xx > 0
