@@ -57,13 +57,13 @@ async def test_two_processes_share_one_fleet_limit(
             statuses: list[int] = []
 
             async def slow(client: httpx.AsyncClient) -> None:
-                response = await client.get("/slow", params={"seconds": 2})
+                response = await client.get("/slow", params={"seconds": 1})
                 statuses.append(response.status_code)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slow, clients[0])
                 nursery.start_soon(slow, clients[1])
-                await trio.sleep(0.7)  # both admitted and holding their leases
+                await trio.sleep(0.4)  # both admitted and holding their leases
                 refused = await clients[1].get("/")
                 metrics = (await clients[1].get("/metrics")).text
             for client in clients:
