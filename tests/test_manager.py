@@ -262,6 +262,29 @@ async def test_cancelled_waiter_leaves_the_queue(autojump_clock: MockClock) -> N
         await manager.run(trio.lowlevel.checkpoint)
 
 
+async def test_full_queue_refuses_before_reading_metadata(
+    autojump_clock: MockClock,
+) -> None:
+    """With slots and queue full, even oversize metadata is a capacity refusal."""
+    release = trio.Event()
+    async with ts.open_session_manager(
+        max_sessions=1, max_waiting=1, max_session_metadata_bytes=10
+    ) as manager:
+        manager.start_session_nowait(release.wait)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.run, release.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ts.CapacityError):
+                await manager.start_session(release.wait, metadata={"x": "y" * 20})
+            stats = check_invariants(manager)
+            assert stats.rejections == {
+                "capacity": 1,
+                "shutting_down": 0,
+                "metadata": 0,
+            }
+            release.set()
+
+
 # ------------------------------------------------------- deadlines and outcomes
 
 
@@ -460,6 +483,19 @@ async def test_metadata_is_copied_at_admission(autojump_clock: MockClock) -> Non
         with pytest.raises(TypeError):
             session.metadata["x"] = 1  # type: ignore[index]
     assert manager.statistics().metadata_bytes == 0
+
+
+async def test_flat_metadata_is_copied_at_admission(autojump_clock: MockClock) -> None:
+    """Flat metadata (str keys, scalar values) is copied too, not kept by reference."""
+    metadata: dict[str, Any] = {"path": "/a", "n": 1}
+    async with ts.open_session_manager() as manager:
+        session = await manager.start_session(sleep_then, 1, metadata=metadata)
+        metadata["path"] = "/changed"
+        metadata["more"] = "x"
+        assert session.metadata == {"path": "/a", "n": 1}
+        assert session.metadata_bytes == len('{"path":"/a","n":1}')
+        with pytest.raises(TypeError):
+            session.metadata["x"] = 1  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -447,15 +447,18 @@ class SessionManager:
         if not callable(fn):
             raise _not_callable(fn)
         config = self._config
+        limiter = self._limiter
+        if limiter.available_tokens == 0 and (
+            config.max_waiting == 0 or self._waiting >= config.max_waiting
+        ):
+            # Refused before anything is built, as start_session_nowait does.
+            self._rejections["capacity"] += 1
+            raise new_capacity_error()
         queued_at = _current_time()
         session = self._new_session(metadata, timeout, name, queued_at)
-        limiter = self._limiter
         queued = False
         if limiter.available_tokens > 0:
             limiter.acquire_on_behalf_of_nowait(session)
-        elif config.max_waiting == 0 or self._waiting >= config.max_waiting:
-            self._rejections["capacity"] += 1
-            raise new_capacity_error()
         else:
             await self._wait_for_slot(session)
             queued = True
