@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_sessions as ts
+from trio_sessions._metadata import encode_metadata
 
 T = TypeVar("T")
 
@@ -312,6 +313,22 @@ def json_with_a_poison(draw: st.DrawFn) -> dict[str, Any]:
         siblings = draw(st.lists(JSON_SCALARS, max_size=2))
         value = [*siblings, value] if kind == "list" else {"x": siblings, "v": value}
     return {"ok": draw(JSON_SCALARS), "bad": value}
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.text(max_size=10), JSON_SCALARS, max_size=6))
+def test_flat_metadata_copy_is_its_json_round_trip(metadata: dict[str, Any]) -> None:
+    """The copy kept of flat metadata is exactly what its JSON decodes to, types too."""
+    copy, size = encode_metadata(metadata, None)
+    decoded = json.loads(
+        json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert size == compact_size(metadata)
+    assert dict(copy) == decoded
+    assert [type(value) for value in copy.values()] == [
+        type(value) for value in decoded.values()
+    ]
+    assert copy is not metadata
 
 
 @settings(max_examples=100)

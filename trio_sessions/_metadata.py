@@ -16,6 +16,19 @@ _encode = json.JSONEncoder(
 ).encode
 
 
+# Exact types whose JSON decodes to an equal object of the same type (NaN and
+# infinities were refused by the encoder; bool is its own type, not int).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def _is_flat(plain: dict[Any, Any]) -> bool:
+    """Whether every key is a str and every value a JSON scalar (exact types)."""
+    return all(map(_SCALARS.__contains__, map(type, plain.values()))) and all(
+        map(_STR.__contains__, map(type, plain))
+    )
+
+
 def metadata_size(metadata: Mapping[str, Any]) -> int:
     """Bytes that ``metadata`` counts for: its compact UTF-8 JSON."""
     return len(_encode(dict(metadata)).encode("utf-8"))
@@ -36,7 +49,8 @@ def encode_metadata(
         )
     try:
         # dict() first: json only encodes real dicts, not every Mapping.
-        text = _encode(dict(metadata))
+        plain = dict(metadata)
+        text = _encode(plain)
         # A lone surrogate encodes to JSON but not to UTF-8 (UnicodeEncodeError).
         size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -45,8 +59,12 @@ def encode_metadata(
         raise MetadataError(
             f"metadata is {size} bytes, over max_session_metadata_bytes={limit}"
         )
+    if _is_flat(plain):
+        # str keys and scalar values decode to equal objects: the dict is the
+        # copy, without parsing the text back (the middleware's common case).
+        return MappingProxyType(plain), size
     copy = json.loads(text)
-    if len(copy) != len(metadata):
+    if len(copy) != len(plain):
         # {"1": ..., 1: ...}: both keys become "1"; the bytes counted would not
         # be the bytes of the copy kept.
         raise MetadataError("metadata keys collide once converted to JSON strings")
