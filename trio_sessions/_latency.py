@@ -19,6 +19,8 @@ _GAMMA = (1 + _ALPHA) / (1 - _ALPHA)
 _INV_LOG_GAMMA = 1 / math.log(_GAMMA)
 # Below this (1 ns) a duration is indistinguishable from zero for any user.
 _MIN_VALUE = 1e-9
+_ceil = math.ceil
+_log = math.log
 
 
 @final
@@ -55,18 +57,21 @@ class LatencySummary:
 class LatencyRecorder:
     """Accumulates durations in log-spaced buckets (a DDSketch) in O(1) per value."""
 
-    __slots__ = ("_buckets", "_max", "_min", "_total", "_zeros", "count")
+    __slots__ = ("_buckets", "_max", "_min", "_total", "_zeros")
 
     def __init__(self) -> None:
         self._buckets: dict[int, int] = {}
         self._zeros = 0
-        self.count = 0
         self._total = 0.0
         self._min = math.inf
         self._max = -math.inf
 
+    @property
+    def count(self) -> int:
+        """Number of values recorded (summed when asked: record() is the hot path)."""
+        return self._zeros + sum(self._buckets.values())
+
     def record(self, value: float) -> None:
-        self.count += 1
         self._total += value
         if value < self._min:
             self._min = value
@@ -75,15 +80,17 @@ class LatencyRecorder:
         if value < _MIN_VALUE:
             self._zeros += 1
         else:
-            index = math.ceil(math.log(value) * _INV_LOG_GAMMA)
+            index = _ceil(_log(value) * _INV_LOG_GAMMA)
             buckets = self._buckets
             buckets[index] = buckets.get(index, 0) + 1
 
-    def quantile(self, q: float) -> float | None:
-        if self.count == 0:
+    def quantile(self, q: float, count: int | None = None) -> float | None:
+        if count is None:
+            count = self.count
+        if count == 0:
             return None
         # Nearest rank: the smallest value with at least ceil(q * count) values <= it.
-        rank = max(1, math.ceil(q * self.count))
+        rank = max(1, math.ceil(q * count))
         if rank <= self._zeros:
             return max(self._min, 0.0)
         seen = self._zeros
@@ -95,14 +102,15 @@ class LatencyRecorder:
         return self._max  # pragma: no cover - the ranks always add up to count
 
     def summary(self) -> LatencySummary:
-        if self.count == 0:
+        count = self.count
+        if count == 0:
             return LatencySummary(0, None, None, None, None, None, None)
         return LatencySummary(
-            count=self.count,
-            mean=self._total / self.count,
-            p50=self.quantile(0.50),
-            p90=self.quantile(0.90),
-            p99=self.quantile(0.99),
+            count=count,
+            mean=self._total / count,
+            p50=self.quantile(0.50, count),
+            p90=self.quantile(0.90, count),
+            p99=self.quantile(0.99, count),
             max=self._max,
             min=self._min,
         )

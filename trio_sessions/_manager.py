@@ -57,6 +57,12 @@ _CANCELLED: Final = Outcome.CANCELLED
 # Session ids are unique in the process, so logs of several managers never clash.
 _next_number = itertools.count(1).__next__
 _current_time = trio.current_time
+_reschedule = trio.lowlevel.reschedule
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_CancelScope = trio.CancelScope
+_INF = math.inf
 _TASK_NAME = "trio_sessions.session"
 
 
@@ -159,7 +165,6 @@ class SessionManager:
         "_closed",
         "_closing",
         "_config",
-        "_created",
         "_default_timeout",
         "_drained",
         "_durations",
@@ -167,20 +172,23 @@ class SessionManager:
         "_guard",
         "_guard_scope",
         "_limiter",
-        "_max_sessions",
+        "_max_waiting",
         "_metadata_bytes",
         "_now",
+        "_nowait_limit",
         "_nursery",
         "_peak_active",
         "_peak_metadata_bytes",
         "_rejections",
         "_report",
+        "_run_session",
         "_sessions",
         "_sessions_view",
         "_shutdown_cancelled",
         "_shutdown_deadline",
         "_shutdown_initial",
         "_shutdown_started_at",
+        "_spawn",
         "_succeeded",
         "_thread",
         "_timed_out",
@@ -200,8 +208,15 @@ class SessionManager:
         self._guard = guard
         self._guard_scope: trio.CancelScope | None = None
         self._nursery = nursery
+        # Bound once, not per session: a bound method is an allocation.
+        self._spawn = nursery.start_soon
+        self._run_session = self._run
         self._limiter = trio.CapacityLimiter(config.max_sessions)
-        self._max_sessions = config.max_sessions
+        # Sessions start_session_nowait may admit: max_sessions, or 0 once it
+        # must refuse everyone (a guard to consult, or shutdown), so that its
+        # gate is one comparison.
+        self._nowait_limit = 0 if guard is not None else config.max_sessions
+        self._max_waiting = config.max_waiting
         self._default_timeout = config.request_timeout
         self._admit_budget = config.max_metadata_bytes
         # Keyed by the session's number: its id string is only made on demand.
@@ -213,7 +228,6 @@ class SessionManager:
         self._thread = get_ident()
         self._closing = False
         self._closed = False
-        self._created = 0
         # Completed sessions by outcome.
         self._succeeded = self._failed = self._timed_out = self._cancelled = 0
         self._rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
@@ -269,14 +283,16 @@ class SessionManager:
         number of sessions ever run.
         """
         succeeded = self._succeeded
-        completed = self._created - len(self._sessions)
+        # Every admitted session is active or has exactly one outcome, so
+        # "created" needs no counter of its own on the hot path.
+        completed = self._succeeded + self._failed + self._timed_out + self._cancelled
         rejections = dict(self._rejections)
         return SessionStatistics(
             max_sessions=self._config.max_sessions,
             active=len(self._sessions),
             waiting=self._waiting,
             peak_active=self._peak_active,
-            created=self._created,
+            created=completed + len(self._sessions),
             completed=completed,
             succeeded=succeeded,
             failed=self._failed,
@@ -326,14 +342,30 @@ class SessionManager:
         # The one gate every caller without a queue goes through. Refusals at
         # capacity are a hot path under overload: one test, then _refusal.
         if (
-            len(self._sessions) >= self._max_sessions
-            or self._closing
-            or self._guard is not None
+            len(self._sessions) >= self._nowait_limit
             or not callable(fn)
             or get_ident() != self._thread
         ):
             raise self._refusal(fn)
-        session = self._new_session(metadata, timeout, name, self._now())
+        if timeout is _CONFIG_DEFAULT:
+            seconds = self._default_timeout
+        elif timeout.__class__ is float and timeout >= 0:
+            seconds = timeout  # the common explicit case, checked inline
+        else:
+            seconds = _check_timeout(timeout)
+        if metadata is None and name is None:
+            # Nothing to check or measure: no call to _new_session.
+            session = Session(
+                _next_number(),
+                None,
+                EMPTY_METADATA,
+                0,
+                seconds,
+                self._now(),
+                self._thread,
+            )
+        else:
+            session = self._new_session(metadata, seconds, name, self._now())
         try:
             self._limiter.acquire_on_behalf_of_nowait(session)
         except trio.WouldBlock:
@@ -421,19 +453,25 @@ class SessionManager:
         Raises whatever :meth:`start_session` and :meth:`Session.wait` raise.
         This is a checkpoint; cancelling it stops the waiting, not the session.
         """
-        if self._guard is None and (
-            self._config.max_waiting == 0 or self._limiter.available_tokens > 0
+        if self._guard is not None or (
+            self._max_waiting and not self._limiter.available_tokens
         ):
-            # Fast path: admission cannot block, and wait() is the checkpoint.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            session = self.start_session_nowait(
-                fn, *args, metadata=metadata, timeout=timeout, name=name
-            )
-        else:
             session = await self.start_session(
                 fn, *args, metadata=metadata, timeout=timeout, name=name
             )
-        return await session.wait()
+            return await session.wait()
+        # Fast path: admission cannot block, and the wait is the checkpoint.
+        await _checkpoint_if_cancelled()
+        session = self.start_session_nowait(
+            fn, *args, metadata=metadata, timeout=timeout, name=name
+        )
+        # What wait() does, without its checks: the session's task has not run
+        # yet, so this caller is its first waiter, woken directly by _finish.
+        session._waiter = _current_task()
+        await _wait_task_rescheduled(session._abort_wait)
+        if session._outcome is _SUCCESS:
+            return session._result
+        return session._unwrap()
 
     async def _start_waiting(
         self,
@@ -455,7 +493,8 @@ class SessionManager:
             self._rejections["capacity"] += 1
             raise new_capacity_error()
         queued_at = _current_time()
-        session = self._new_session(metadata, timeout, name, queued_at)
+        seconds = self._default_timeout if timeout is _CONFIG_DEFAULT else timeout
+        session = self._new_session(metadata, _check_timeout(seconds), name, queued_at)
         queued = False
         if limiter.available_tokens > 0:
             limiter.acquire_on_behalf_of_nowait(session)
@@ -533,17 +572,11 @@ class SessionManager:
     def _new_session(
         self,
         metadata: Mapping[str, Any] | None,
-        timeout: float | _UseConfig | None,
+        seconds: float | None,
         name: str | None,
         now: float,
     ) -> Session:
-        if timeout is _CONFIG_DEFAULT:
-            seconds = self._default_timeout
-        elif (timeout.__class__ is float or timeout.__class__ is int) and timeout >= 0:
-            # The common explicit case, checked inline (NaN fails the comparison).
-            seconds = timeout
-        else:
-            seconds = _check_timeout(timeout)
+        """A session with checked ``seconds``: check ``name``, measure ``metadata``."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if metadata is None:
@@ -592,9 +625,8 @@ class SessionManager:
     ) -> Session:
         """Register ``session`` (which holds a token) and spawn its task."""
         size = session._metadata_bytes
-        total = self._metadata_bytes + size
         try:
-            if self._admit_budget is not None:
+            if size and self._admit_budget is not None:
                 self._check_budget(session)
             coro = fn(*args)
             if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
@@ -604,17 +636,15 @@ class SessionManager:
             raise
         sessions = self._sessions
         sessions[session._number] = session
-        self._created += 1
         if len(sessions) > self._peak_active:
             self._peak_active = len(sessions)
         if size:
+            total = self._metadata_bytes + size
             self._metadata_bytes = total
             if total > self._peak_metadata_bytes:
                 self._peak_metadata_bytes = total
         # A str name spares trio formatting one from the function at each spawn.
-        self._nursery.start_soon(
-            self._run, session, coro, name=session._name or _TASK_NAME
-        )
+        self._spawn(self._run_session, session, coro, name=session._name or _TASK_NAME)
         return session
 
     def _check_budget(self, session: Session) -> None:
@@ -639,9 +669,7 @@ class SessionManager:
             self._finish(session, _CANCELLED, None)
             return
         timeout = session._timeout
-        scope = trio.CancelScope(
-            deadline=math.inf if timeout is None else started + timeout
-        )
+        scope = _CancelScope(deadline=_INF if timeout is None else started + timeout)
         session._scope = scope
         try:
             with scope:
@@ -684,11 +712,11 @@ class SessionManager:
         session._outcome = outcome
         session._result = result
         session._completed_at = now
-        session._scope = None
+        # The scope stays on the session: _cancel looks at the outcome first.
         self._limiter.release_on_behalf_of(session)
-        sessions = self._sessions
-        del sessions[session._number]
-        self._metadata_bytes -= session._metadata_bytes
+        del self._sessions[session._number]
+        if session._metadata_bytes:
+            self._metadata_bytes -= session._metadata_bytes
         # Identity tests: an Enum's __hash__ is Python code, too slow for here.
         if outcome is _SUCCESS:
             self._succeeded += 1
@@ -701,9 +729,14 @@ class SessionManager:
         self._durations.record(now - session._started_at)  # type: ignore[operator]
         if self._guard is not None:
             self._release_lease(self._guard, session)
-        if session._waiter is not None or session._done is not None:
-            session._wake_waiters()
-        if self._closing and not sessions and self._report is None:
+        waiter = session._waiter
+        if waiter is not None:
+            # The first waiter, parked by wait() or run(), is woken directly.
+            session._waiter = None
+            _reschedule(waiter)
+        if session._done is not None:
+            session._done.set()
+        if self._closing and not self._sessions and self._report is None:
             self._finalize_shutdown(now, stuck=())
 
     # ---------------------------------------------------------------- shutdown
@@ -778,6 +811,7 @@ class SessionManager:
     def _begin_shutdown(self, drain: float) -> None:
         now = _current_time()
         self._closing = True
+        self._nowait_limit = 0
         self._shutdown_started_at = now
         self._shutdown_deadline = now + drain
         self._shutdown_initial = len(self._sessions)

@@ -46,6 +46,8 @@ def _foreign_thread_error() -> RuntimeError:
     )
 
 
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _RUNNING = SessionState.RUNNING
 _COMPLETED = SessionState.COMPLETED
 
@@ -238,8 +240,8 @@ class Session:
             raise _foreign_thread_error()
         if self._outcome is None:
             if self._waiter is None and self._done is None:
-                self._waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+                self._waiter = _current_task()
+                await _wait_task_rescheduled(self._abort_wait)
             else:
                 if self._done is None:
                     self._done = trio.Event()
@@ -252,15 +254,6 @@ class Session:
         # The parked waiter is being cancelled: it no longer waits.
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
-
-    def _wake_waiters(self) -> None:
-        """Wake everyone waiting for the outcome (called once, when it is decided)."""
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
-        if self._done is not None:
-            self._done.set()
 
     def _unwrap(self) -> Any:
         outcome = self._outcome
