@@ -339,6 +339,17 @@ class SessionManager:
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
         """
+        return self._start_nowait(fn, args, metadata, timeout, name)
+
+    def _start_nowait(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        metadata: Mapping[str, Any] | None,
+        timeout: float | _UseConfig | None,
+        name: str | None,
+    ) -> Session:
+        """start_session_nowait, with positional arguments for run() to pass on."""
         # The one gate every caller without a queue goes through. Refusals at
         # capacity are a hot path under overload: one test, then _refusal.
         if (
@@ -462,9 +473,7 @@ class SessionManager:
             return await session.wait()
         # Fast path: admission cannot block, and the wait is the checkpoint.
         await _checkpoint_if_cancelled()
-        session = self.start_session_nowait(
-            fn, *args, metadata=metadata, timeout=timeout, name=name
-        )
+        session = self._start_nowait(fn, args, metadata, timeout, name)
         # What wait() does, without its checks: the session's task has not run
         # yet, so this caller is its first waiter, woken directly by _finish.
         session._waiter = _current_task()
