@@ -1,8 +1,10 @@
 """Side-by-side benchmark: trio_sessions against the raw Trio primitives it is built on.
 
 Every contender does the same job (admit, spawn, deadline, release) in its own event
-loop; contenders are interleaved round by round and the best round is kept. Run
-``python benchmarks/bench_sessions.py --help`` (or ``nox -s bench``).
+loop; contenders are interleaved round by round and the best round is kept. Time
+on a shared machine is noisy, so the Python bytecode instructions each session
+executes are counted too (``--opcodes``, on by default): that figure is exactly
+reproducible. Run ``python benchmarks/bench_sessions.py --help`` (or ``nox -s bench``).
 """
 
 from __future__ import annotations
@@ -778,6 +780,55 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
     return rows
 
 
+# Sessions per run for the bytecode count: the per-session figure is the slope
+# between the two, so setup and teardown (opening the manager...) cancel out.
+_OPCODE_COUNTS: Final = (200, 400)
+
+
+def count_opcodes(measure: Measure, n: int) -> int:
+    """Python bytecode instructions executed by ``measure(n)`` (gc off).
+
+    Deterministic, unlike time on a shared machine: every instruction of
+    trio_sessions, Trio and the benchmark's own code, none of CPython's C code.
+    """
+    executed = 0
+
+    def trace(frame: Any, event: str, arg: object) -> Any:
+        nonlocal executed
+        if event == "opcode":
+            executed += 1
+        else:
+            frame.f_trace_opcodes = True
+        return trace
+
+    sys.settrace(trace)
+    try:
+        measure(n, True)
+    finally:
+        sys.settrace(None)
+    return executed
+
+
+def run_opcodes(only: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+    """Bytecode instructions per session: trio_sessions and raw Trio, per scenario."""
+    small, large = _OPCODE_COUNTS
+    result: dict[str, dict[str, float]] = {}
+    for scenario, contenders in scenarios().items():
+        if scenario == "memory" or (only and scenario not in only):
+            continue
+        per_session = {
+            name: (
+                count_opcodes(contenders[name], large)
+                - count_opcodes(contenders[name], small)
+            )
+            / (large - small)
+            for name in (TRIO_SESSIONS, RAW_TRIO)
+        }
+        per_session["ratio"] = per_session[TRIO_SESSIONS] / per_session[RAW_TRIO]
+        result[scenario] = per_session
+    return result
+
+
 def run_scale(
     parked: int,
     throughput: int,
@@ -939,6 +990,19 @@ def format_report(report: dict[str, Any]) -> str:
             f"{'disabled' if settings['disable_gc'] else 'enabled'} in timed "
             "regions, gc.collect() before each; ratio = trio_sessions / raw trio"
         )
+    opcodes = report.get("opcodes")
+    if opcodes:
+        out.append("")
+        out.append(
+            "bytecode instructions per session (deterministic: sys.settrace "
+            f"opcode events, slope {_OPCODE_COUNTS[0]} -> {_OPCODE_COUNTS[1]} "
+            "sessions):"
+        )
+        for scenario, row in opcodes.items():
+            out.append(
+                f"  {scenario:8} trio_sessions {row[TRIO_SESSIONS]:7.0f}  raw trio "
+                f"{row[RAW_TRIO]:7.0f}  ratio {row['ratio']:.3f}"
+            )
     scale = report.get("scale")
     if scale:
         parked = scale["parked"]
@@ -1041,6 +1105,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[*sorted(TARGETS), "scale"],
         help="run only this scenario (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--opcodes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also count bytecode instructions per session (deterministic)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if min(args.rounds, args.count, args.memory_rounds) < 1:
@@ -1099,6 +1169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "checks": checks,
     }
+    if args.opcodes and main_scenarios:
+        report["opcodes"] = run_opcodes(main_scenarios)
     if "scale" in chosen and args.parked > 0:
         report["scale"] = run_scale(
             args.parked,

@@ -35,6 +35,14 @@ def test_benchmark_runs_with_tiny_counts_and_writes_its_json(tmp_path: Path) -> 
             assert row[name] == min(values) > 0
         assert row["ratio"] == row["trio_sessions"] / row["raw_trio"]
         assert isinstance(row["met"], bool)
+    # Bytecode counts are deterministic: every scenario but memory, both sides.
+    opcodes = report["opcodes"]
+    assert set(opcodes) == SCENARIOS - {"memory"}
+    for row in opcodes.values():
+        assert row["trio_sessions"] > 0
+        assert row["raw_trio"] > 0
+        assert row["ratio"] == row["trio_sessions"] / row["raw_trio"]
+    assert "bytecode instructions per session" in done.stdout
     parked = report["scale"]["parked"]
     assert parked["sessions"] == 100
     assert set(parked["bytes_per_session"]) == {"trio_sessions", "raw_trio"}

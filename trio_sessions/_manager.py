@@ -339,6 +339,9 @@ class SessionManager:
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
         """
+        if len(self._sessions) >= self._nowait_limit:
+            # Refusal at capacity is the hot path of an overload: no extra call.
+            raise self._refusal(fn)
         return self._start_nowait(fn, args, metadata, timeout, name)
 
     def _start_nowait(
@@ -735,7 +738,7 @@ class SessionManager:
             self._timed_out += 1
         else:
             self._cancelled += 1
-        self._durations.record(now - session._started_at)  # type: ignore[operator]
+        self._durations.record(now - session._started_at)
         if self._guard is not None:
             self._release_lease(self._guard, session)
         waiter = session._waiter

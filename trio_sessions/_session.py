@@ -86,6 +86,12 @@ class Session:
         "_waiter",
     )
 
+    # Set by the manager when they happen, never before: slots left unset
+    # cost nothing at admission (read them with getattr and a default).
+    _started_at: float
+    _completed_at: float
+    _result: Any
+
     def __init__(
         self,
         number: int,
@@ -103,10 +109,7 @@ class Session:
         self._metadata_bytes = metadata_bytes
         self._timeout = timeout
         self._created_at = created_at
-        self._started_at: float | None = None
-        self._completed_at: float | None = None
         self._outcome: Outcome | None = None
-        self._result: Any = None
         self._scope: trio.CancelScope | None = None
         # Why cancel() was called: set only while the deadline had not yet passed,
         # so "cancelled" and "timed out" can never both be claimed.
@@ -168,20 +171,20 @@ class Session:
     @property
     def started_at(self) -> float | None:
         """:func:`trio.current_time` when its task began to run, or ``None`` before."""
-        return self._started_at
+        return getattr(self, "_started_at", None)
 
     @property
     def completed_at(self) -> float | None:
         """:func:`trio.current_time` when the outcome was decided, else ``None``."""
-        return self._completed_at
+        return getattr(self, "_completed_at", None)
 
     @property
     def duration(self) -> float | None:
         """Run time (``completed_at - started_at``) once completed, else ``None``."""
-        if self._completed_at is None:
+        if self._outcome is None:
             return None
-        start = self._started_at if self._started_at is not None else self._completed_at
-        return self._completed_at - start
+        # Every session's task starts before it completes.
+        return self._completed_at - self._started_at
 
     def cancel(self, reason: str | None = None) -> None:
         """Cancel this session; its outcome becomes ``CANCELLED``.
