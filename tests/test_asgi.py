@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -411,6 +412,110 @@ async def test_slow_client_body_is_cut_off_at_the_deadline(
         )
     assert response.status == 504
     assert counts(middleware) == totals(created=1, timed_out=1)
+
+
+async def test_unlimited_body_waits_for_the_app_to_catch_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Without max_body_bytes, at most 16 chunks wait between server and app."""
+    delivered: list[int] = []
+    backlog: list[int] = []
+
+    async def late_echo(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await trio.sleep(1)  # busy: the server's chunks pile up meanwhile
+        backlog.append(len(delivered))
+        await echo(scope, receive, send)
+
+    chunks = [b"%02d" % i for i in range(40)]
+
+    async def counting_receive() -> Message:
+        if len(delivered) == len(chunks):
+            await trio.sleep_forever()  # the client stays until the response
+        delivered.append(1)
+        more = len(delivered) < len(chunks)
+        return {
+            "type": "http.request",
+            "body": chunks[len(delivered) - 1],
+            "more_body": more,
+        }
+
+    middleware = SessionMiddleware(late_echo, max_body_bytes=None)
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    async with serving(middleware):
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        await middleware(scope, counting_receive, send)
+    assert backlog == [16]
+    assert Response(messages).body == b"".join(chunks)
+    assert counts(middleware) == totals(created=1, succeeded=1)
+
+
+async def channel_request(
+    app: Any,
+    path: str = "/",
+    *,
+    queued_first: bool = True,
+    leave: trio.Event | None = None,
+) -> Response:
+    """One request as Hypercorn's Trio worker makes it: messages on a memory channel.
+
+    The server queues the request before the app runs (``queued_first``) or
+    just after; once the response is complete, or when ``leave`` is set, it
+    queues ``http.disconnect``.
+    """
+    to_app, from_server = trio.open_memory_channel[Message](10)
+    scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+    messages: list[Message] = []
+    request = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+        await trio.lowlevel.checkpoint()
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            await to_app.send({"type": "http.disconnect"})
+
+    async def server_side() -> None:
+        if not queued_first:
+            await to_app.send(request)
+        if leave is not None:
+            await leave.wait()
+            await to_app.send({"type": "http.disconnect"})
+
+    async with trio.open_nursery() as nursery:
+        if queued_first:
+            to_app.send_nowait(request)
+        nursery.start_soon(server_side)
+        await app(scope, from_server.receive, send)
+        nursery.cancel_scope.cancel()
+    return Response(messages)
+
+
+@pytest.mark.parametrize("queued_first", [True, False])
+async def test_memory_channel_server_requests_complete(queued_first: bool) -> None:
+    """With a Trio server's memory channel, a request queued early or late is served."""
+    middleware = SessionMiddleware(echo)
+    async with serving(middleware):
+        for _ in range(3):
+            response = await channel_request(middleware, queued_first=queued_first)
+            assert response.status == 200
+        assert counts(middleware) == totals(created=3, succeeded=3)
+
+
+async def test_memory_channel_server_disconnect_cancels_session() -> None:
+    """A disconnect on a Trio server's channel mid-request cancels the session."""
+    middleware = SessionMiddleware(sleeper(1000), max_sessions=1)
+    gone = trio.Event()
+    async with serving(middleware):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(channel_request, middleware, leave=gone))
+            await trio.testing.wait_all_tasks_blocked()
+            assert middleware.manager.statistics().active == 1
+            gone.set()
+        assert counts(middleware) == totals(created=1, cancelled=1)
 
 
 async def test_long_path_is_shortened_to_the_metadata_limit() -> None:

@@ -272,8 +272,7 @@ class SessionMiddleware:
         if limit is not None and _declared_length(scope) > limit:
             await self._reply(send, 413, b"Request body too large\n")
             return
-        response = _ResponseTracker(send, self)
-        pump = _BodyPump(receive, limit, response)
+        exchange = _Exchange(self, receive, send, limit)
         # A guard may need I/O at admission, which only start_session can do.
         nowait = manager.config.max_waiting == 0 and manager.guard is None
         metadata = self._metadata(scope)
@@ -283,11 +282,11 @@ class SessionMiddleware:
                     # Same answer without the checkpoint: reading the request
                     # below is one anyway.
                     session = manager.start_session_nowait(
-                        self._run_app, scope, pump, response, metadata=metadata
+                        self._run_app, scope, exchange, metadata=metadata
                     )
                 else:
                     session = await manager.start_session(
-                        self._run_app, scope, pump, response, metadata=metadata
+                        self._run_app, scope, exchange, metadata=metadata
                     )
                 break
             except CapacityError:
@@ -330,52 +329,51 @@ class SessionMiddleware:
         # the app is done; a second task per request would cost more than the
         # session itself.
         pumps = self._pumps
-        pumps.add(pump.done)
+        done = exchange.done
+        pumps.add(done)
         try:
-            with pump.done:
-                await pump.run(session)
+            with done:
+                await exchange.pump(session)
             if session.outcome is not _SUCCESS:  # usually decided by now
                 await session.wait()
         except SessionTimeout:
-            if not response.started:
+            if not exchange.started:
                 await self._reply(send, 504, b"Request timed out\n")
         except SessionCancelled:
-            if pump.disconnected:
+            if exchange.disconnected:
                 pass  # nobody left to answer
-            elif pump.too_large:
-                if not response.started:
+            elif exchange.too_large:
+                if not exchange.started:
                     await self._reply(send, 413, b"Request body too large\n")
-            elif not response.started:
+            elif not exchange.started:
                 await self._reply(
                     send, 503, b"Server is shutting down\n", [(b"connection", b"close")]
                 )
         finally:
-            pumps.discard(pump.done)
-            # Only still running if this request's own task is being cancelled
-            # (the server is going away): take the session with it.
-            session.cancel()
+            pumps.discard(done)
+            if session.outcome is None:
+                # Only still running if this request's own task is being
+                # cancelled (the server is going away): take the session with it.
+                session.cancel()
 
-    async def _run_app(
-        self, scope: Scope, pump: _BodyPump, response: _ResponseTracker
-    ) -> None:
+    async def _run_app(self, scope: Scope, exchange: _Exchange) -> None:
         try:
-            await self.app(scope, pump.receive, response.send)
+            await self.app(scope, exchange.receive, exchange.send)
         finally:
-            pump.done.cancel()
+            # Usually the server's end-of-stream message has stopped the pump
+            # already; cancelling costs a Cancelled raised through its receive.
+            if exchange.pumping:
+                exchange.done.cancel()
 
     def _metadata(self, scope: Scope) -> dict[str, str] | None:
         client = scope.get("client")
-        metadata = {
-            "method": str(scope.get("method", "")),
-            "path": str(scope.get("path", "")),
-            "client": f"{client[0]}:{client[1]}" if client else "",
-        }
+        method = str(scope.get("method", ""))
+        path = str(scope.get("path", ""))
+        peer = f"{client[0]}:{client[1]}" if client else ""
+        metadata = {"method": method, "path": path, "client": peer}
         limit = self.config.max_session_metadata_bytes
-        if limit is None:
-            return metadata
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
-        rough = 6 * sum(len(v) for v in metadata.values()) + 40
-        if rough <= limit:
+        if limit is None or 6 * (len(method) + len(path) + len(peer)) + 40 <= limit:
             return metadata
         return _fit_metadata(metadata, limit)
 
@@ -436,71 +434,59 @@ def _fit_metadata(metadata: dict[str, str], limit: int) -> dict[str, str] | None
 
 
 @final
-class _ResponseTracker:
-    """Passes the app's messages to the server, noting whether a response began."""
+class _Exchange:
+    """One request's messages between the server and the app's session.
 
-    __slots__ = ("_middleware", "_send", "finished", "started")
-
-    def __init__(self, send: Send, middleware: SessionMiddleware) -> None:
-        self._send = send
-        self._middleware = middleware
-        self.started = False
-        self.finished = False
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            if self._middleware.draining:
-                # Tell keep-alive clients to go elsewhere while we drain.
-                headers = list(message.get("headers", ()))
-                if not any(bytes(name).lower() == b"connection" for name, _ in headers):
-                    headers.append((b"connection", b"close"))
-                    message = {**message, "headers": headers}
-        elif message["type"] == "http.response.body" and not message.get(
-            "more_body", False
-        ):
-            self.finished = True
-        await self._send(message)
-
-
-@final
-class _BodyPump:
-    """Reads the server's messages for the app, so a disconnect is seen at once.
-
-    Without it, a client that leaves while the app is busy (not reading its
-    body) would hold its slot until the app finished. Buffered body bytes are
-    bounded by ``limit``; beyond it the session is cancelled.
+    The request's own task pumps the server's messages into a queue that the
+    app's ``receive`` reads, so a client that leaves while the app is busy (not
+    reading) is seen at once instead of holding its slot until the app
+    finishes. Buffered body bytes are bounded by ``limit``; beyond it the
+    session is cancelled. The app's ``send`` passes through, noting whether a
+    response began and whether it is complete.
     """
 
     __slots__ = (
         "_arrived",
         "_limit",
+        "_middleware",
         "_queue",
         "_receive",
-        "_response",
+        "_send",
         "_taken",
         "disconnected",
         "done",
+        "finished",
+        "pumping",
         "received",
+        "started",
         "too_large",
     )
 
     def __init__(
-        self, receive: Receive, limit: int | None, response: _ResponseTracker
+        self,
+        middleware: SessionMiddleware,
+        receive: Receive,
+        send: Send,
+        limit: int | None,
     ) -> None:
+        self._middleware = middleware
         self._receive = receive
+        self._send = send
         self._limit = limit
-        self._response = response
         # Cancelled when the app returns: the pump stops reading for it.
         self.done = trio.CancelScope()
         # A deque and parking lots, not a memory channel: this is per request,
-        # and the channel's machinery costs more than the whole hand-over.
+        # and the channel's machinery costs more than the whole hand-over. The
+        # lots are made only for a reader that has to wait: most never does.
         self._queue: deque[Message] = deque()
-        self._arrived = trio.lowlevel.ParkingLot()
-        self._taken = trio.lowlevel.ParkingLot()
+        self._arrived: trio.lowlevel.ParkingLot | None = None
+        self._taken: trio.lowlevel.ParkingLot | None = None
         self.received = 0
+        self.pumping = True
         self.disconnected = False
         self.too_large = False
+        self.started = False
+        self.finished = False
 
     async def receive(self) -> Message:
         """The app's ``receive``: the next message the pump read for it."""
@@ -508,44 +494,77 @@ class _BodyPump:
         if queue:
             await trio.lowlevel.checkpoint()
         while not queue:
+            if self._arrived is None:
+                self._arrived = trio.lowlevel.ParkingLot()
             await self._arrived.park()
         message = queue.popleft()
-        if len(self._taken):
+        if self._taken is not None:
             self._taken.unpark()
         return message
 
-    def _put(self, message: Message) -> None:
-        self._queue.append(message)
-        if len(self._arrived):
-            self._arrived.unpark()
+    async def send(self, message: Message) -> None:
+        """The app's ``send``: to the server, noting the response's progress."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            if self._middleware.draining:
+                # Tell keep-alive clients to go elsewhere while we drain.
+                headers = list(message.get("headers", ()))
+                if not any(bytes(name).lower() == b"connection" for name, _ in headers):
+                    headers.append((b"connection", b"close"))
+                    message = {**message, "headers": headers}
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        await self._send(message)
 
-    async def run(self, session: Session) -> None:
+    async def pump(self, session: Session) -> None:
         """Read the server's messages until a disconnect or an oversize body."""
         limit = self._limit
         queue = self._queue
-        while True:
-            message = await self._receive()
-            kind = message.get("type")
-            if kind == "http.request":
-                self.received += len(message.get("body", b""))
-                if limit is not None and self.received > limit:
-                    self.too_large = True
-                    session.cancel()
+        receive = self._receive
+        try:
+            # A Trio server's first message (the request, or its first chunk)
+            # is usually queued already in a memory channel: take it without
+            # the channel's checkpoint, a whole trip through the scheduler.
+            owner = getattr(receive, "__self__", None)
+            if type(owner) is trio.MemoryReceiveChannel:
+                try:
+                    message = owner.receive_nowait()
+                except trio.WouldBlock:
+                    message = await receive()
+            else:
+                message = await receive()
+            while True:
+                kind = message.get("type")
+                if kind == "http.request":
+                    self.received += len(message.get("body", b""))
+                    if limit is not None and self.received > limit:
+                        self.too_large = True
+                        session.cancel()
+                        return
+                elif kind == "http.disconnect":
+                    # Servers also report the end of the stream once the
+                    # response is complete; work the app does after that
+                    # (background tasks) is not abandoned by anyone, so it goes on.
+                    if not self.finished:
+                        self.disconnected = True
+                        session.cancel()
+                    queue.append(message)
+                    if self._arrived is not None:
+                        self._arrived.unpark()
                     return
-            elif kind == "http.disconnect":
-                # Servers also report the end of the stream once the response is
-                # complete; work the app does after that (background tasks) is
-                # not abandoned by anyone, so it goes on.
-                if not self._response.finished:
-                    self.disconnected = True
-                    session.cancel()
-                self._put(message)
-                return
-            self._put(message)
-            # With a byte limit the buffer is bounded already; without one,
-            # wait for the app to catch up.
-            while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
-                await self._taken.park()
+                queue.append(message)
+                if self._arrived is not None:
+                    self._arrived.unpark()
+                # With a byte limit the buffer is bounded already; without one,
+                # wait for the app to catch up.
+                while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
+                    if self._taken is None:
+                        self._taken = trio.lowlevel.ParkingLot()
+                    await self._taken.park()
+                message = await receive()
+        finally:
+            self.pumping = False
 
 
 @final
