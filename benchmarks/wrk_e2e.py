@@ -1,7 +1,16 @@
 """Drive examples/http_server.py with wrk, with and without SessionMiddleware.
 
-Starts both variants as subprocesses on loopback, alternates wrk runs between
-them and prints requests/s and the ratio (the middleware's cost)::
+Starts three contenders as subprocesses on loopback, alternates wrk runs
+between them and prints requests/s and their ratios:
+
+- ``bare``: the example's app alone (``--no-middleware``);
+- ``floor``: the same app and server, each request handed to a task of its own
+  holding a CapacityLimiter token under ``trio.move_on_after``
+  (``benchmarks/http_floor.py``): the least a session per request can cost;
+- ``middleware``: the example as shipped, every request a session.
+
+``--max-cost`` fails the run when the middleware costs more than that many
+percent of bare throughput::
 
     python benchmarks/wrk_e2e.py --duration 5 --rounds 3 [--install] [--max-cost 5]
 """
@@ -23,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "http_server.py"
+FLOOR = ROOT / "benchmarks" / "http_floor.py"
+CONTENDERS = ("bare", "floor", "middleware")
 
 
 def ensure_wrk(install: bool) -> str:
@@ -48,11 +59,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def server(*options: str) -> Iterator[tuple[int, int]]:
-    """Run the HTTP example on a free loopback port; yield (port, pid); stop it."""
+def server(script: Path, *options: str) -> Iterator[tuple[int, int]]:
+    """Run an HTTP server script on a free loopback port; yield (port, pid); stop it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--port", "0", *options],
+        [sys.executable, str(script), "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -120,38 +131,42 @@ def main() -> int:
     # Capacity above the connection count: measure the overhead, not refusals.
     capacity = str(max(1000, args.connections * 2))
     with (
-        server("--no-middleware") as bare,
-        server("--max-sessions", capacity) as wrapped,
+        server(EXAMPLE, "--no-middleware") as bare,
+        server(FLOOR, "--max-sessions", capacity) as floor,
+        server(EXAMPLE, "--max-sessions", capacity) as wrapped,
     ):
-        run_wrk(wrk, bare, args)  # warm-up both (imports, caches, TCP)
-        run_wrk(wrk, wrapped, args)
-        rates: dict[str, list[float]] = {"bare": [], "middleware": []}
-        costs: dict[str, list[float]] = {"bare": [], "middleware": []}
+        targets = {"bare": bare, "floor": floor, "middleware": wrapped}
+        for target in targets.values():
+            run_wrk(wrk, target, args)  # warm-up (imports, caches, TCP)
+        rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+        costs: dict[str, list[float]] = {name: [] for name in CONTENDERS}
         for _ in range(args.rounds):
-            for name, target in (("bare", bare), ("middleware", wrapped)):
+            for name, target in targets.items():
                 rate, cost = run_wrk(wrk, target, args)
                 rates[name].append(rate)
                 costs[name].append(cost)
             time.sleep(0.5)
-    ratio = statistics.median(rates["middleware"]) / statistics.median(rates["bare"])
-    cpu_ratio = statistics.median(costs["bare"]) / statistics.median(
-        costs["middleware"]
-    )
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    cpu = {name: statistics.median(values) for name, values in costs.items()}
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s {args.path}")
     for name, values in rates.items():
         runs = ", ".join(f"{value:,.0f}" for value in values)
-        cpu = statistics.median(costs[name])
         print(
-            f"  {name:>10}: median {statistics.median(values):,.0f} req/s ({runs}); "
-            f"server CPU {cpu:,.0f} µs/request"
+            f"  {name:>10}: median {rate[name]:,.0f} req/s ({runs}); "
+            f"server CPU {cpu[name]:,.0f} µs/request"
         )
-    print(
-        f"  ratio middleware/bare, req/s: {ratio:.3f}  (cost {100 * (1 - ratio):.1f}%)"
-    )
-    print(
-        f"  ratio middleware/bare, CPU-bound req/s: {cpu_ratio:.3f}  "
-        f"(cost {100 * (1 - cpu_ratio):.1f}%)"
-    )
+    # Server CPU per request gives the throughput ratio of servers that are
+    # CPU-bound, whatever wrk itself took of the shared cores.
+    pairs = (("middleware", "bare"), ("floor", "bare"), ("middleware", "floor"))
+    for top, bottom in pairs:
+        ratio = rate[top] / rate[bottom]
+        cpu_ratio = cpu[bottom] / cpu[top]
+        print(
+            f"  ratio {top + '/' + bottom:>17}: req/s {ratio:.3f} "
+            f"(cost {100 * (1 - ratio):4.1f}%), CPU-bound {cpu_ratio:.3f} "
+            f"(cost {100 * (1 - cpu_ratio):4.1f}%)"
+        )
+    ratio = rate["middleware"] / rate["bare"]
     if args.max_cost is not None and 100 * (1 - ratio) > args.max_cost:
         print(f"middleware costs more than {args.max_cost}%", file=sys.stderr)
         return 1

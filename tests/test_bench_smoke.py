@@ -1,13 +1,18 @@
-"""Keep the benchmark module working: run it with tiny counts, check its JSON."""
+"""Keep the benchmarks working: tiny counts, one request to the wrk floor server."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import trio
+from e2e_helpers import get, raw_http, run_server
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sessions.py"
+FLOOR = BENCH.parent / "http_floor.py"
 SCENARIOS = {"burst", "request", "reject", "memory"}
 CONTENDERS = {"trio_sessions", "raw_trio", "anyio_trio", "asyncio"}
 
@@ -50,3 +55,20 @@ def test_benchmark_runs_with_tiny_counts_and_writes_its_json(tmp_path: Path) -> 
     assert (through["sessions"], through["slots"]) == (500, 10)
     assert [mark["started"] for mark in through["traced_memory"]] == [50, 500]
     assert through["traced_memory"][-1]["completed"] == 500
+
+
+async def test_floor_server_serves_the_example_app(tmp_path: Path) -> None:
+    """The wrk benchmark's floor server answers the example's app and exits cleanly."""
+    with trio.fail_after(60):
+        async with run_server(
+            [str(FLOOR), "--max-sessions", "4"], tmp_path, name="floor"
+        ) as server:
+            status, _, body = await raw_http(server.port, get("/"))
+            assert (status, body) == (200, b"hello\n")
+            echo = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n"
+            echo += b"Connection: close\r\n\r\n[1, 2]"
+            status, _, body = await raw_http(server.port, echo)
+            assert (status, json.loads(body)) == (200, {"echo": [1, 2]})
+            server.signal(signal.SIGTERM)
+            status, _ = await server.wait_exit()
+            assert status == 0
