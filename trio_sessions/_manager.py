@@ -339,20 +339,6 @@ class SessionManager:
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
         """
-        if len(self._sessions) >= self._nowait_limit:
-            # Refusal at capacity is the hot path of an overload: no extra call.
-            raise self._refusal(fn)
-        return self._start_nowait(fn, args, metadata, timeout, name)
-
-    def _start_nowait(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        metadata: Mapping[str, Any] | None,
-        timeout: float | _UseConfig | None,
-        name: str | None,
-    ) -> Session:
-        """start_session_nowait, with positional arguments for run() to pass on."""
         # The one gate every caller without a queue goes through. Refusals at
         # capacity are a hot path under overload: one test, then _refusal.
         if (
@@ -476,7 +462,9 @@ class SessionManager:
             return await session.wait()
         # Fast path: admission cannot block, and the wait is the checkpoint.
         await _checkpoint_if_cancelled()
-        session = self._start_nowait(fn, args, metadata, timeout, name)
+        session = self.start_session_nowait(
+            fn, *args, metadata=metadata, timeout=timeout, name=name
+        )
         # What wait() does, without its checks: the session's task has not run
         # yet, so this caller is its first waiter, woken directly by _finish.
         session._waiter = _current_task()
@@ -648,8 +636,9 @@ class SessionManager:
             raise
         sessions = self._sessions
         sessions[session._number] = session
-        if len(sessions) > self._peak_active:
-            self._peak_active = len(sessions)
+        active = len(sessions)
+        if active > self._peak_active:
+            self._peak_active = active
         if size:
             total = self._metadata_bytes + size
             self._metadata_bytes = total
