@@ -21,6 +21,7 @@ import pstats
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -785,18 +786,18 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
 _OPCODE_COUNTS: Final = (200, 400)
 
 
-def count_opcodes(measure: Measure, n: int) -> int:
-    """Python bytecode instructions executed by ``measure(n)`` (gc off).
+def count_opcodes(measure: Measure, n: int) -> Counter[str]:
+    """Python bytecode instructions executed by ``measure(n)`` (gc off), by function.
 
     Deterministic, unlike time on a shared machine: every instruction of
     trio_sessions, Trio and the benchmark's own code, none of CPython's C code.
     """
-    executed = 0
+    executed: Counter[str] = Counter()
 
     def trace(frame: Any, event: str, arg: object) -> Any:
-        nonlocal executed
         if event == "opcode":
-            executed += 1
+            code = frame.f_code
+            executed[f"{Path(code.co_filename).name}:{code.co_name}"] += 1
         else:
             frame.f_trace_opcodes = True
         return trace
@@ -809,19 +810,41 @@ def count_opcodes(measure: Measure, n: int) -> int:
     return executed
 
 
+def opcodes_per_session(measure: Measure) -> Counter[str]:
+    """Bytecode instructions per session, by function: the slope between two counts."""
+    small, large = _OPCODE_COUNTS
+    slope = count_opcodes(measure, large)
+    slope.subtract(count_opcodes(measure, small))
+    return Counter({name: n / (large - small) for name, n in slope.items() if n})
+
+
+def breakdown(scenario: str, top: int = 25) -> str:
+    """Where trio_sessions and raw Trio differ, function by function, per session."""
+    contenders = scenarios()[scenario]
+    ours = opcodes_per_session(contenders[TRIO_SESSIONS])
+    raw = opcodes_per_session(contenders[RAW_TRIO])
+    rows = sorted(set(ours) | set(raw), key=lambda name: -abs(ours[name] - raw[name]))
+    lines = [
+        f"{scenario}: bytecode instructions per session, trio_sessions "
+        f"{ours.total():.0f} vs raw trio {raw.total():.0f}",
+        f"{'difference':>10}  {'ours':>6}  {'raw':>6}  function",
+    ]
+    for name in rows[:top]:
+        difference = ours[name] - raw[name]
+        lines.append(
+            f"{difference:+10.1f}  {ours[name]:6.1f}  {raw[name]:6.1f}  {name}"
+        )
+    return "\n".join(lines)
+
+
 def run_opcodes(only: Sequence[str] = ()) -> dict[str, dict[str, float]]:
     """Bytecode instructions per session: trio_sessions and raw Trio, per scenario."""
-    small, large = _OPCODE_COUNTS
     result: dict[str, dict[str, float]] = {}
     for scenario, contenders in scenarios().items():
         if scenario == "memory" or (only and scenario not in only):
             continue
         per_session = {
-            name: (
-                count_opcodes(contenders[name], large)
-                - count_opcodes(contenders[name], small)
-            )
-            / (large - small)
+            name: opcodes_per_session(contenders[name]).total()
             for name in (TRIO_SESSIONS, RAW_TRIO)
         }
         per_session["ratio"] = per_session[TRIO_SESSIONS] / per_session[RAW_TRIO]
@@ -1111,6 +1134,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also count bytecode instructions per session (deterministic)",
     )
+    parser.add_argument(
+        "--breakdown",
+        choices=["burst", "reject", "request"],
+        help="print bytecode instructions per session by function instead",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if min(args.rounds, args.count, args.memory_rounds) < 1:
@@ -1123,6 +1151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.profile:
         print(profile(args.profile, args.contender, args.count, 30))
+        return 0
+    if args.breakdown:
+        print(breakdown(args.breakdown))
         return 0
     started = time.perf_counter()
     chosen = set(args.scenario or [*TARGETS, "scale"])
