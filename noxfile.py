@@ -66,7 +66,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def e2e(session: nox.Session) -> None:
-    """Example servers as real subprocesses, then wrk with and without middleware."""
+    """Example servers as real subprocesses; wrk on bare, raw-Trio floor, middleware."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/test_examples.py", "tests/test_serve_cli.py")
     # --install: apt-get install wrk when it is missing (needs root).
