@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from e2e_helpers import get, raw_http, run_server
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sessions.py"
 FLOOR = BENCH.parent / "http_floor.py"
+CALLGRIND = BENCH.parent / "callgrind_http.py"
 SCENARIOS = {"burst", "request", "reject", "memory"}
 CONTENDERS = {"trio_sessions", "raw_trio", "anyio_trio", "asyncio"}
 
@@ -57,6 +61,19 @@ def test_benchmark_runs_with_tiny_counts_and_writes_its_json(tmp_path: Path) -> 
     assert through["traced_memory"][-1]["completed"] == 500
 
 
+def test_breakdown_itemizes_the_difference_by_function() -> None:
+    """--breakdown prints per-function bytecode counts that add up to the totals."""
+    argv = [sys.executable, str(BENCH), "--breakdown", "burst"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    header, _, *rows = done.stdout.splitlines()
+    assert header.startswith("burst: bytecode instructions per session")
+    functions = {row.split()[-1] for row in rows}
+    # The session's own steps show up, and so does raw Trio's task.
+    assert {"_manager.py:start_session_nowait", "_manager.py:_run"} <= functions
+    assert "bench_sessions.py:_raw_trio_task" in functions
+
+
 async def test_floor_server_serves_the_example_app(tmp_path: Path) -> None:
     """The wrk benchmark's floor server answers the example's app and exits cleanly."""
     with trio.fail_after(60):
@@ -72,3 +89,27 @@ async def test_floor_server_serves_the_example_app(tmp_path: Path) -> None:
             server.signal(signal.SIGTERM)
             status, _ = await server.wait_exit()
             assert status == 0
+
+
+# CI installs valgrind (.ci/run): there, a missing valgrind fails the test.
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None
+    and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    reason="needs valgrind",
+)
+def test_callgrind_benchmark_counts_instructions_per_request(tmp_path: Path) -> None:
+    """The callgrind benchmark runs the bare server with tiny counts and writes JSON."""
+    out = tmp_path / "callgrind.json"
+    argv = [sys.executable, str(CALLGRIND), "--variants", "bare"]
+    argv += ["--counts", "20", "40", "--jobs", "2", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "K per request" in done.stdout
+
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["settings"]["counts"] == [20, 40]
+    assert set(report["variants"]) == {"bare"}
+    bare = report["variants"]["bare"]
+    assert [run["requests"] for run in bare["runs"]] == [20, 40]
+    assert bare["per_request"] > 0
+    assert report["ratios"] == {}
