@@ -7,7 +7,7 @@ process stay apart. Needs ``pip install trio-sessions[prometheus]``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol, final
+from typing import Protocol, final, runtime_checkable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -61,6 +61,7 @@ class FleetStatistics(Protocol):
     def available(self) -> bool: ...
 
 
+@runtime_checkable
 class FleetSource(Protocol):
     """A fleet-wide limit with a ``statistics()`` snapshot read without I/O.
 
