@@ -706,7 +706,9 @@ async def test_storm_of_1000_requests_against_capacity_100(
 # ----------------------------------------------------------------- Starlette
 
 
-async def test_starlette_app_behind_the_middleware() -> None:
+async def test_starlette_app_behind_the_middleware(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A Starlette app (with its own lifespan) works behind the middleware."""
     lifespan_events: list[str] = []
 
