@@ -3,47 +3,37 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, final
 
 import attrs
 
+from ._validate import check_count, check_seconds
+
 __all__ = ["SessionConfig"]
 
 
-def _check_int(minimum: int, *, optional: bool = False) -> Any:
+def _count(minimum: int, *, optional: bool = False) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            kind = "an int or None" if optional else "an int"
-            raise TypeError(
-                f"SessionConfig.{attribute.name} must be {kind}, "
-                f"not {type(value).__name__} ({value!r})"
-            )
-        if value < minimum:
-            raise ValueError(
-                f"SessionConfig.{attribute.name} must be >= {minimum}, got {value!r}"
-            )
+        check_count(
+            value, f"SessionConfig.{attribute.name}", minimum=minimum, optional=optional
+        )
 
     return check
 
 
-def _check_seconds(*, optional: bool) -> Any:
+def _seconds(*, optional: bool) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            kind = "a number of seconds or None" if optional else "a number of seconds"
-            raise TypeError(
-                f"SessionConfig.{attribute.name} must be {kind}, "
-                f"not {type(value).__name__} ({value!r})"
-            )
-        if math.isnan(value) or value < 0:
-            raise ValueError(
-                f"SessionConfig.{attribute.name} must be >= 0 seconds, got {value!r}"
-            )
+        check_seconds(value, f"SessionConfig.{attribute.name}", optional=optional)
 
     return check
+
+
+def _longer_than_any_deadline(value: Any) -> Any:
+    """Store an int too large for a float as infinity, as check_seconds reads it."""
+    if isinstance(value, int) and value > sys.float_info.max:
+        return math.inf
+    return value
 
 
 @final
@@ -77,23 +67,31 @@ class SessionConfig:
         themselves as stuck (see :attr:`ShutdownReport.stuck`).
     """
 
-    max_sessions: int = attrs.field(default=200, validator=_check_int(1))
+    max_sessions: int = attrs.field(default=200, validator=_count(1))
     request_timeout: float | None = attrs.field(
-        default=30.0, validator=_check_seconds(optional=True)
+        default=30.0,
+        converter=_longer_than_any_deadline,
+        validator=_seconds(optional=True),
     )
     shutdown_timeout: float = attrs.field(
-        default=5.0, validator=_check_seconds(optional=False)
+        default=5.0,
+        converter=_longer_than_any_deadline,
+        validator=_seconds(optional=False),
     )
-    max_waiting: int = attrs.field(default=0, validator=_check_int(0))
+    max_waiting: int = attrs.field(default=0, validator=_count(0))
     wait_timeout: float | None = attrs.field(
-        default=None, validator=_check_seconds(optional=True)
+        default=None,
+        converter=_longer_than_any_deadline,
+        validator=_seconds(optional=True),
     )
     max_session_metadata_bytes: int | None = attrs.field(
-        default=10_240, validator=_check_int(0, optional=True)
+        default=10_240, validator=_count(0, optional=True)
     )
     max_metadata_bytes: int | None = attrs.field(
-        default=None, validator=_check_int(0, optional=True)
+        default=None, validator=_count(0, optional=True)
     )
     shutdown_grace: float = attrs.field(
-        default=1.0, validator=_check_seconds(optional=False)
+        default=1.0,
+        converter=_longer_than_any_deadline,
+        validator=_seconds(optional=False),
     )

@@ -41,6 +41,7 @@ from ._latency import LatencyRecorder
 from ._metadata import EMPTY_METADATA, encode_metadata
 from ._session import Outcome, Session
 from ._statistics import SessionStatistics, ShutdownReport
+from ._validate import check_seconds
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -89,15 +90,7 @@ def _foreign_thread_error() -> RuntimeError:
 
 
 def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
-    return timeout
+    return check_seconds(timeout, "timeout", optional=True)
 
 
 def _not_callable(fn: object) -> TypeError:
@@ -771,9 +764,11 @@ class SessionManager:
             await trio.lowlevel.checkpoint()
             return self._report
         if not self._closing:
-            drain = self._config.shutdown_timeout if timeout is None else timeout
-            if _check_timeout(drain) is None:
-                raise TypeError("shutdown timeout must be a number of seconds")
+            drain = check_seconds(
+                self._config.shutdown_timeout if timeout is None else timeout,
+                "shutdown timeout",
+            )
+            assert drain is not None
             self._begin_shutdown(drain)
         try:
             with trio.CancelScope(deadline=self._shutdown_deadline):
