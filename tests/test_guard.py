@@ -92,8 +92,8 @@ async def test_guard_waits_with_wait_timeout(autojump_clock: MockClock) -> None:
     ) as manager:
         await manager.start_session(hold, 2)
         admitted = await manager.start_session(hold, 10)
-        assert admitted.created_at == 0
         assert trio.current_time() == 2  # waited for the first to end
+        assert admitted.created_at == 2  # admitted then, not when it queued
         with pytest.raises(ts.CapacityError, match="global"):
             await manager.start_session(hold, 1)
         assert trio.current_time() == 5
@@ -187,3 +187,107 @@ async def test_guarded_manager_refuses_with_shutting_down_when_closed(
     with pytest.raises(ts.ShuttingDownError, match="block has exited"):
         manager.start_session_nowait(hold, 1)
     assert manager.statistics().rejections["shutting_down"] == 2
+
+
+class GrantFirst(ts.AdmissionGuard):
+    """Grants its first lease only, then makes every caller wait until its deadline."""
+
+    reasons = ("global_capacity",)
+
+    def __init__(self, round_trip: float = 0.0) -> None:
+        self.round_trip = round_trip
+        self.granted = 0
+        self.deadlines: list[float] = []
+
+    async def acquire(self, session: ts.Session, deadline: float) -> None:
+        await trio.sleep(self.round_trip)
+        if not self.granted:
+            self.granted = 1
+            return
+        self.deadlines.append(deadline)
+        if deadline > -math.inf:
+            await trio.sleep_until(deadline)
+        raise ts.CapacityError("full", reason="global_capacity")
+
+    def release(self, session: ts.Session) -> None:
+        pass
+
+
+async def test_wait_timeout_bounds_local_queue_and_guard_together(
+    autojump_clock: MockClock,
+) -> None:
+    """A caller that queued locally and then waits on the guard gets one budget."""
+    guard = GrantFirst()
+    async with ts.open_session_manager(
+        guard=guard, max_sessions=1, max_waiting=5, wait_timeout=3
+    ) as manager:
+        first = await manager.start_session(hold, 2)
+        with pytest.raises(ts.CapacityError):
+            # The local slot frees at t=2, then the guard makes it wait: the
+            # whole wait ends at t=3, not 2 + 3.
+            await manager.start_session(hold, 1)
+        assert trio.current_time() == 3
+        assert guard.deadlines == [3]
+        await first.wait()
+
+
+async def test_callers_that_may_not_queue_are_not_waiting(
+    autojump_clock: MockClock,
+) -> None:
+    """With max_waiting=0, a caller's round trip to the guard is not a wait."""
+    seen: list[int] = []
+
+    class SlowTrip(SharedLimit):
+        async def acquire(self, session: ts.Session, deadline: float) -> None:
+            await trio.sleep(1)
+            await super().acquire(session, deadline)
+
+    guard = SlowTrip(10)
+    async with ts.open_session_manager(guard=guard, max_waiting=0) as manager:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(manager.run, hold, 0)
+            await trio.testing.wait_all_tasks_blocked()
+            seen.append(manager.statistics().waiting)
+        stats = manager.statistics()
+    assert seen == [0]
+    assert (stats.succeeded, stats.wait_times.count) == (3, 0)
+
+
+async def test_shutdown_returns_once_the_guard_has_stopped(
+    autojump_clock: MockClock,
+) -> None:
+    """Callers inside the guard at shutdown leave it before the guard stops."""
+    order: list[str] = []
+
+    class Recording(SharedLimit):
+        async def run(
+            self,
+            manager: ts.SessionManager,
+            *,
+            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                order.append("guard stopped")
+
+        async def acquire(self, session: ts.Session, deadline: float) -> None:
+            try:
+                await trio.sleep(5)  # a slow backend
+            finally:
+                order.append("caller left")
+
+    async def refused(manager: ts.SessionManager) -> None:
+        with pytest.raises(ts.ShuttingDownError):
+            await manager.start_session(hold, 1)
+
+    async with ts.open_session_manager(guard=Recording(3)) as manager:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(refused, manager)
+            await trio.testing.wait_all_tasks_blocked()
+            await manager.shutdown()
+            order.append("shutdown returned")
+    assert order == ["caller left"] * 3 + ["guard stopped", "shutdown returned"]

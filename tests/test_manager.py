@@ -797,3 +797,50 @@ async def test_every_concurrent_waiter_gets_the_result(
             with trio.move_on_after(1):
                 await session.wait()
     assert results == [("value", 2)] * 3
+
+
+# ------------------------------------------------- queued admission, outside cancel
+
+
+async def test_created_at_of_a_queued_session_is_its_admission(
+    autojump_clock: MockClock,
+) -> None:
+    """A session that queued was created when it was admitted, not when it queued."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
+        await manager.start_session(trio.sleep, 2)
+        session = await manager.start_session(trio.sleep, 1)
+        assert session.created_at == 2 == trio.current_time()
+        assert manager.statistics().wait_times.max == 2
+
+
+async def with_own_nursery(seconds: float) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, seconds)
+        nursery.start_soon(trio.sleep, seconds)
+
+
+async def test_outside_cancel_of_a_session_with_its_own_nursery(
+    autojump_clock: MockClock,
+) -> None:
+    """A group of Cancelled is an outside cancellation, not an interruption."""
+    sessions: list[ts.Session] = []
+    with trio.move_on_after(1):
+        async with ts.open_session_manager() as manager:
+            sessions.append(await manager.start_session(with_own_nursery, 5))
+            sessions.append(await manager.start_session(trio.sleep, 5))
+            await trio.sleep(5)
+    reasons = {session.cancel_reason for session in sessions}
+    assert reasons == {"cancelled because the code around the manager was cancelled"}
+    assert [session.outcome for session in sessions] == [ts.Outcome.CANCELLED] * 2
+    stats = check_invariants(manager)
+    assert (stats.cancelled, stats.active) == (2, 0)
+
+
+async def test_session_nursery_cancelled_by_its_own_deadline_times_out(
+    autojump_clock: MockClock,
+) -> None:
+    """A session's own deadline through its nursery is still a TIMEOUT."""
+    async with ts.open_session_manager() as manager:
+        with pytest.raises(ts.SessionTimeout):
+            await manager.run(with_own_nursery, 5, timeout=1)
+    assert check_invariants(manager).timed_out == 1

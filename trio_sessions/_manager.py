@@ -39,7 +39,7 @@ from ._errors import (
 from ._guard import AdmissionGuard
 from ._latency import LatencyRecorder
 from ._metadata import EMPTY_METADATA, encode_metadata
-from ._session import Outcome, Session
+from ._session import Outcome, Session, session_number
 from ._statistics import SessionStatistics, ShutdownReport
 from ._validate import check_seconds
 
@@ -93,6 +93,40 @@ def _check_timeout(timeout: object) -> float | None:
     return check_seconds(timeout, "timeout", optional=True)
 
 
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt, SystemExit... in ``exc``; None if it is only Cancelled.
+
+    A session's nursery groups what its tasks raised; a group of Cancelled
+    (with or without Exceptions beside them) is a cancellation, not the end
+    of the program.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _interruption(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, (trio.Cancelled, Exception)):
+        return None
+    return exc
+
+
+def _abort_reason(exc: BaseException) -> str:
+    """Why sessions are cancelled when the code around the manager raises ``exc``."""
+    if isinstance(exc, trio.Cancelled) or (
+        isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None
+    ):
+        return _OUTSIDE_CANCEL_REASON
+    return f"cancelled because the code around the manager raised {type(exc).__name__}"
+
+
+def _non_cancelled(exc: BaseException) -> BaseException | None:
+    """What a group raised besides Cancelled, or None (kept as the cause)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1]
+    return None
+
+
 def _not_callable(fn: object) -> TypeError:
     if isinstance(fn, Coroutine):
         # Close it so the mistake is reported once, not again as "never awaited".
@@ -122,8 +156,9 @@ class _SessionsView(Mapping[str, Session]):
         self._by_number = by_number
 
     def __getitem__(self, key: str) -> Session:
-        if isinstance(key, str) and key[:1] == "s" and key[1:].isdigit():
-            session = self._by_number.get(int(key[1:]))
+        number = session_number(key)
+        if number is not None:
+            session = self._by_number.get(number)
             if session is not None:
                 return session
         raise KeyError(key)
@@ -164,6 +199,8 @@ class SessionManager:
         "_failed",
         "_guard",
         "_guard_scope",
+        "_guard_stopped",
+        "_in_guard",
         "_limiter",
         "_max_waiting",
         "_metadata_bytes",
@@ -234,6 +271,11 @@ class SessionManager:
         self._durations = LatencyRecorder()
         self._wait_times = LatencyRecorder()
         self._drained = trio.Event()
+        self._guard_stopped = trio.Event()
+        # Callers inside guard.acquire: the guard outlives the last of them.
+        self._in_guard = 0
+        if guard is None:
+            self._guard_stopped.set()
         self._report: ShutdownReport | None = None
         self._shutdown_started_at = 0.0
         self._shutdown_deadline = math.inf
@@ -371,6 +413,10 @@ class SessionManager:
         """The error for a caller that cannot be admitted at once, counted."""
         if get_ident() != self._thread:
             return _foreign_thread_error()
+        # A wrong fn is the caller's bug whatever the manager's state: a
+        # TypeError, never counted as a refusal.
+        if not callable(fn):
+            return _not_callable(fn)
         if self._closing:
             return self._refuse_shutting_down()
         if self._guard is not None:
@@ -378,8 +424,6 @@ class SessionManager:
                 "start_session_nowait cannot consult the manager's admission guard, "
                 "which may need I/O: use 'await manager.start_session(...)'"
             )
-        if not callable(fn):
-            return _not_callable(fn)
         self._rejections["capacity"] += 1
         return new_capacity_error()
 
@@ -474,63 +518,72 @@ class SessionManager:
         timeout: float | _UseConfig | None,
         name: str | None,
     ) -> Session:
-        """Admission that may wait: for a local slot, then for the guard's lease."""
+        """Admission that may wait: for a local slot, then for the guard's lease.
+
+        ``wait_timeout`` bounds the whole wait: the local queue and the guard
+        share one deadline.
+        """
         if not callable(fn):
             raise _not_callable(fn)
         config = self._config
         limiter = self._limiter
-        if limiter.available_tokens == 0 and (
-            config.max_waiting == 0 or self._waiting >= config.max_waiting
-        ):
+        may_queue = config.max_waiting > 0 and self._waiting < config.max_waiting
+        if limiter.available_tokens == 0 and not may_queue:
             # Refused before anything is built, as start_session_nowait does.
             self._rejections["capacity"] += 1
             raise new_capacity_error()
         queued_at = _current_time()
         seconds = self._default_timeout if timeout is _CONFIG_DEFAULT else timeout
         session = self._new_session(metadata, _check_timeout(seconds), name, queued_at)
-        queued = False
-        if limiter.available_tokens > 0:
-            limiter.acquire_on_behalf_of_nowait(session)
+        wait_timeout = config.wait_timeout
+        deadline = math.inf if wait_timeout is None else queued_at + wait_timeout
+        queued = limiter.available_tokens == 0
+        if queued:
+            await self._wait_for_slot(session, deadline)
         else:
-            await self._wait_for_slot(session)
-            queued = True
+            limiter.acquire_on_behalf_of_nowait(session)
         guard = self._guard
         if guard is not None:
             try:
                 self._check_budget(session)
-                await self._acquire_lease(guard, session)
+                await self._acquire_lease(
+                    guard, session, deadline if may_queue else -math.inf
+                )
             except BaseException:
                 limiter.release_on_behalf_of(session)
                 raise
-            # The guard's round trip is a wait only for a caller allowed to queue.
-            queued = queued or (config.max_waiting > 0 and _current_time() > queued_at)
+        now = _current_time()
+        # Admission is now, whatever the wait: created_at says so.
+        session._created_at = now
         try:
             self._admit(session, fn, args)
         except BaseException:
             if guard is not None:
                 self._release_lease(guard, session)
             raise
-        # Only callers that queued and became sessions count in wait_times.
-        if queued:
-            self._wait_times.record(_current_time() - queued_at)
+        # Only callers that queued and became sessions count in wait_times;
+        # the guard's round trip is a wait only for a caller allowed to queue.
+        if queued or (guard is not None and may_queue and now > queued_at):
+            self._wait_times.record(now - queued_at)
         return session
 
-    async def _acquire_lease(self, guard: AdmissionGuard, session: Session) -> None:
-        config = self._config
-        now = _current_time()
-        if config.max_waiting == 0 or self._waiting >= config.max_waiting:
-            # No room to queue (a caller with a local slot at once was never
-            # counted against max_waiting): the guard must answer without waiting.
-            deadline = -math.inf
-        elif config.wait_timeout is None:
-            deadline = math.inf
-        else:
-            deadline = now + config.wait_timeout
-        # Shutdown cancels this scope like a queued caller's, so no guard can
-        # hold admission open once draining has begun.
+    async def _acquire_lease(
+        self, guard: AdmissionGuard, session: Session, deadline: float
+    ) -> None:
+        """Ask ``guard`` for a lease, waiting for room until ``deadline``.
+
+        A caller that may queue (``deadline > -inf``) counts as waiting for the
+        round trip; one that may not is only asking. Shutdown cancels this
+        scope like a queued caller's, so no guard can hold admission open once
+        draining has begun, and the guard is stopped only once every caller
+        has left it (its releases are flushed after theirs).
+        """
+        counted = deadline > -math.inf
         scope = trio.CancelScope()
-        self._waiting += 1
+        if counted:
+            self._waiting += 1
         self._waiter_scopes.add(scope)
+        self._in_guard += 1
         granted = False
         try:
             with scope:
@@ -540,11 +593,15 @@ class SessionManager:
             self._rejections[exc.reason] = self._rejections.get(exc.reason, 0) + 1
             raise
         finally:
-            self._waiting -= 1
+            if counted:
+                self._waiting -= 1
             self._waiter_scopes.discard(scope)
+            self._in_guard -= 1
+            if self._closing:
+                if granted:
+                    self._release_lease(guard, session)
+                self._stop_guard_if_idle()
         if self._closing:
-            if granted:
-                self._release_lease(guard, session)
             raise self._refuse_shutting_down()
 
     def _release_lease(self, guard: AdmissionGuard, session: Session) -> None:
@@ -584,13 +641,9 @@ class SessionManager:
                 raise
         return Session(_next_number(), name, copy, size, seconds, now, self._thread)
 
-    async def _wait_for_slot(self, session: Session) -> None:
+    async def _wait_for_slot(self, session: Session, deadline: float) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""
-        started = _current_time()
-        wait_timeout = self._config.wait_timeout
-        scope = trio.CancelScope(
-            deadline=math.inf if wait_timeout is None else started + wait_timeout
-        )
+        scope = trio.CancelScope(deadline=deadline)
         self._waiting += 1
         self._waiter_scopes.add(scope)
         acquired = False
@@ -610,7 +663,8 @@ class SessionManager:
         if not acquired:
             self._rejections["capacity"] += 1
             raise CapacityError(
-                f"Maximum concurrent sessions reached (waited {wait_timeout} seconds)"
+                "Maximum concurrent sessions reached "
+                f"(waited {self._config.wait_timeout} seconds)"
             )
 
     def _admit(
@@ -681,14 +735,24 @@ class SessionManager:
             self._finish(session, _CANCELLED, None)
             raise
         except BaseException as exc:
+            interruption = _interruption(exc)
+            if interruption is None:
+                # Only Cancelled, grouped by a nursery inside fn: still an
+                # outside cancellation (what fn raised besides is its cause).
+                session._cancel_reason = (
+                    session._cancel_reason or _OUTSIDE_CANCEL_REASON
+                )
+                self._finish(session, _CANCELLED, _non_cancelled(exc))
+                raise
             # KeyboardInterrupt, SystemExit...: not an error of the session but
             # the end of the program. Only Exceptions are ERRORs: this session
             # was interrupted, and the whole manager shuts down at once (queued
             # callers are refused, the other sessions cancelled) while the
             # exception propagates out of the manager's block.
-            session._cancel_reason = f"interrupted by {type(exc).__name__}"
+            why = f"interrupted by {type(interruption).__name__}"
+            session._cancel_reason = why
             self._finish(session, _CANCELLED, exc)
-            self._abort()
+            self._abort(f"cancelled because session {session.id} was {why}")
             raise
         else:
             if scope.cancel_called:
@@ -730,6 +794,8 @@ class SessionManager:
             _reschedule(waiter)
         if session._done is not None:
             session._done.set()
+        if session._linked_scope is not None:
+            session._linked_scope.cancel()
         if self._closing and not self._sessions and self._report is None:
             self._finalize_shutdown(now, stuck=())
 
@@ -760,7 +826,7 @@ class SessionManager:
         """
         if get_ident() != self._thread:
             raise _foreign_thread_error()
-        if self._report is not None:
+        if self._report is not None and self._guard_stopped.is_set():
             await trio.lowlevel.checkpoint()
             return self._report
         if not self._closing:
@@ -796,10 +862,14 @@ class SessionManager:
                     ", ".join(stuck),
                 )
                 self._finalize_shutdown(_current_time(), stuck=stuck)
-        except BaseException:
+            if self._guard_scope is not None:
+                # The guard gives back the last leases as it stops: once this
+                # returns, it holds nothing for this manager.
+                await self._guard_stopped.wait()
+        except BaseException as exc:
             # Our caller is being cancelled (or worse): nobody is left to wait
             # out the drain, so end it now rather than leave sessions unbounded.
-            self._cancel_remaining()
+            self._cancel_remaining(_abort_reason(exc))
             raise
         assert self._report is not None
         return self._report
@@ -816,15 +886,14 @@ class SessionManager:
         if not self._sessions:
             self._finalize_shutdown(now, stuck=())
 
-    def _cancel_remaining(self) -> None:
+    def _cancel_remaining(self, reason: str = _SHUTDOWN_CANCEL_REASON) -> None:
         if self._cancel_started_at is not None:
             return
         self._cancel_started_at = _current_time()
         # A session whose own deadline or Session.cancel() got there first is
         # ending on its own account: it counts as completed, not cancelled.
         self._shutdown_cancelled = sum(
-            session._cancel(_SHUTDOWN_CANCEL_REASON)
-            for session in list(self._sessions.values())
+            session._cancel(reason) for session in list(self._sessions.values())
         )
 
     def _finalize_shutdown(self, now: float, stuck: tuple[str, ...]) -> None:
@@ -839,36 +908,35 @@ class SessionManager:
             stuck=stuck,
         )
         self._drained.set()
-        if self._guard_scope is not None:
-            # Every session has released its lease: the guard's work is done.
-            self._guard_scope.cancel()
+        self._stop_guard_if_idle()
 
-    def _abort(self) -> None:
-        """Shut down at once: the block is exiting with an exception."""
+    def _stop_guard_if_idle(self) -> None:
+        """Stop the guard once drained and no caller is inside its acquire.
+
+        Every session has released its lease by then, and every refused
+        caller has handed back whatever its cancelled acquire left behind, so
+        the guard's last flush sees all of them.
+        """
+        scope = self._guard_scope
+        if scope is not None and self._report is not None and not self._in_guard:
+            scope.cancel()
+
+    async def _run_guard(
+        self, guard: AdmissionGuard, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """The guard's background work, stopped by _stop_guard_if_idle."""
+        self._guard_scope = trio.CancelScope()
+        try:
+            with self._guard_scope:
+                await guard.run(self, task_status=task_status)
+        finally:
+            self._guard_stopped.set()
+
+    def _abort(self, reason: str) -> None:
+        """Shut down at once, cancelling the sessions for ``reason``."""
         if not self._closing:
             self._begin_shutdown(0.0)
-        self._cancel_remaining()
-
-
-async def _run_guard(
-    guard: AdmissionGuard,
-    manager: SessionManager,
-    *,
-    task_status: trio.TaskStatus[trio.CancelScope],
-) -> None:
-    with trio.CancelScope() as scope:
-        await guard.run(manager, task_status=_Started(task_status, scope))
-
-
-@attrs.frozen
-class _Started:
-    """Hands the guard's scope to open_session_manager when the guard is ready."""
-
-    outer: trio.TaskStatus[trio.CancelScope]
-    scope: trio.CancelScope
-
-    def started(self, value: None = None) -> None:
-        self.outer.started(self.scope)
+        self._cancel_remaining(reason)
 
 
 @asynccontextmanager
@@ -914,11 +982,11 @@ async def open_session_manager(
         async with trio.open_nursery() as nursery:
             manager = SessionManager(config, nursery, guard)
             if guard is not None:
-                manager._guard_scope = await nursery.start(_run_guard, guard, manager)
+                await nursery.start(manager._run_guard, guard)
             try:
                 yield manager
-            except BaseException:
-                manager._abort()
+            except BaseException as exc:
+                manager._abort(_abort_reason(exc))
                 raise
             await manager.shutdown()
     except BaseExceptionGroup as group:

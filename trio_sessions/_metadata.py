@@ -63,9 +63,15 @@ def encode_metadata(
         # str keys and scalar values decode to equal objects: the dict is the
         # copy, without parsing the text back (the middleware's common case).
         return MappingProxyType(plain), size
-    copy = json.loads(text)
-    if len(copy) != len(plain):
-        # {"1": ..., 1: ...}: both keys become "1"; the bytes counted would not
-        # be the bytes of the copy kept.
+    try:
+        copy = json.loads(text)
+        # Keys that collide as JSON strings at any depth ({"1": .., 1: ..}) are
+        # merged by the decoder: the copy kept would not be the bytes counted.
+        kept = _encode(copy)
+    except RecursionError as exc:
+        # Deep enough to encode but not to decode again: one level of the
+        # decoder's recursion costs more stack than one of the encoder's.
+        raise MetadataError(f"metadata is nested too deeply: {exc}") from exc
+    if kept != text:
         raise MetadataError("metadata keys collide once converted to JSON strings")
     return MappingProxyType(copy), size

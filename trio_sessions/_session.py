@@ -11,7 +11,7 @@ import trio
 
 from ._errors import SessionCancelled, SessionTimeout
 
-__all__ = ["Outcome", "Session", "SessionState"]
+__all__ = ["Outcome", "Session", "SessionState", "session_number"]
 
 
 class SessionState(enum.Enum):
@@ -46,6 +46,20 @@ def _foreign_thread_error() -> RuntimeError:
     )
 
 
+def session_number(key: object) -> int | None:
+    """The number of the session whose :attr:`Session.id` is exactly ``key``, or None.
+
+    The inverse of ``f"s{number}"``: ``"s01"``, ``"s\u0661"`` (an Arabic-Indic
+    one) or ``"s\u00b2"`` are no session's id, so they name no session.
+    """
+    if type(key) is not str or key[:1] != "s":
+        return None
+    digits = key[1:]
+    if not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
+        return None
+    return int(digits)
+
+
 _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _RUNNING = SessionState.RUNNING
@@ -73,6 +87,7 @@ class Session:
         "_completed_at",
         "_created_at",
         "_done",
+        "_linked_scope",
         "_metadata",
         "_metadata_bytes",
         "_name",
@@ -119,6 +134,8 @@ class Session:
         # concurrent waiters share an Event, created only for them.
         self._waiter: trio.lowlevel.Task | None = None
         self._done: trio.Event | None = None
+        # A scope cancelled when the session completes (see _cancel_when_done).
+        self._linked_scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         outcome = "" if self._outcome is None else f" outcome={self._outcome.name}"
@@ -227,6 +244,18 @@ class Session:
         self._cancel_reason = reason
         scope.cancel()
         return True
+
+    def _cancel_when_done(self, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` in the step this session completes (now, if it has).
+
+        For code that waits on something else while the session runs, such as
+        the middleware reading the client's messages: it stops when the
+        session ends, however it ends, even if its function never ran.
+        """
+        if self._outcome is not None:
+            scope.cancel()
+        else:
+            self._linked_scope = scope
 
     async def wait(self) -> Any:
         """Wait for the session to complete and return what its function returned.
