@@ -7,7 +7,9 @@ Subprocess runs are few and bounded; the ``--url`` run drives a real server on
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,10 +18,12 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypercorn_server import running_server
 
-from trio_sessions import __version__, loadtest
+from trio_sessions import SessionConfig, __version__, loadtest
 from trio_sessions._cli import build_parser, main
+from trio_sessions.demo import build_app
 
 SUBPROCESS_TIMEOUT = 60
 
@@ -40,13 +44,27 @@ async def needs_argument(request):
     return request
 
 not_callable = 42
+
+async def shielded():
+    with trio.CancelScope(shield=True):
+        await trio.sleep(25)
 """
 
+# Runs the command in a Python where ``import rich`` fails, as after a plain
+# ``pip install trio-sessions`` (rich comes with the ``cli`` extra).
+WITHOUT_RICH = (
+    "import sys; sys.modules['rich'] = None; "
+    "from trio_sessions._cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+
+def run_cli(
+    *args: str, cwd: Path | None = None, rich: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m trio_sessions ARGS`` in a subprocess and capture its output."""
+    command = ["-m", "trio_sessions"] if rich else ["-c", WITHOUT_RICH]
     return subprocess.run(
-        [sys.executable, "-m", "trio_sessions", *args],
+        [sys.executable, *command, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -262,13 +280,58 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"trio-sessions {__version__}"
 
 
-def test_missing_rich_names_the_extra(
+def test_table_without_rich_is_plain_text(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without rich, the table output fails with the pip command that fixes it."""
+    """Without rich the report is still a table, in plain text, with failures."""
     monkeypatch.setitem(sys.modules, "rich", None)
-    assert main(["loadtest", "--only", "capacity"]) == 2
-    assert "pip install 'trio-sessions[cli]'" in capsys.readouterr().err
+    assert main(["loadtest", "--only", "capacity,held"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "trio-sessions load test (work: simulated, 10 ms sleep)"
+    assert lines[2].split() == ["#", "Scenario", "Result", "Figures"]
+    assert set(lines[3].strip()) == {"-"}
+    assert re.match(r" 1   100 sessions held at once +PASS +100/100 admitted", lines[4])
+    assert re.match(r" 2   capacity 50 full, 10 overflow +PASS +10/10 rej", lines[5])
+    assert lines[7].startswith("All 2 scenarios passed in ")
+    assert "pip install" not in captured.err
+
+
+def test_plain_table_shows_failures(
+    in_handlers_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without rich a failed scenario shows FAIL, its reason under the figures."""
+    monkeypatch.setitem(sys.modules, "rich", None)
+    argv = ["loadtest", "--only", "concurrent", "--handler", "cli_handlers:failing"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(" 1 "))
+    assert " FAIL " in row
+    problem = next(line for line in out.splitlines() if "RuntimeError: boom" in line)
+    assert problem.index("0/50") == row.index("0/50")
+    assert "1 of 1 scenario FAILED in " in out
+
+
+def test_subprocess_table_without_rich() -> None:
+    """Where importing rich fails, ``loadtest`` prints the plain table and exits 0."""
+    completed = run_cli("loadtest", "--only", "capacity,metrics", rich=False)
+    assert completed.returncode == 0, completed.stderr
+    assert "capacity 50 full, 10 overflow" in completed.stdout
+    assert completed.stdout.count("PASS") == 2
+    assert "All 2 scenarios passed" in completed.stdout
+    assert completed.stderr == ""
+
+
+def test_url_without_httpx_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without httpx, --url fails with the pip command of this interpreter."""
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    assert main(["loadtest", "--url", "http://127.0.0.1:1/"]) == 2
+    err = capsys.readouterr().err
+    assert f"{sys.executable} -m pip install 'trio-sessions[cli]'" in err
 
 
 def test_json_works_without_rich(
@@ -327,3 +390,117 @@ async def test_subprocess_url_load() -> None:
     assert (http["requests"], http["status_503"], http["success_2xx"]) == (10, 10, 0)
     assert http["latency"]["count"] == 10
     assert report["work"] == f"GET {base}/busy"
+
+
+# ---------------------------------------------------------------- --json PATH
+
+
+def test_json_path_writes_the_report_and_prints_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json PATH writes the JSON report there, and the table still prints."""
+    path = tmp_path / "report.json"
+    assert main(["loadtest", "--only", "held", "--json", str(path)]) == 0
+    report = json.loads(path.read_text(encoding="utf-8"))
+    assert report["passed"] is True
+    assert [s["name"] for s in report["scenarios"]] == ["held"]
+    assert "1 scenario passed" in capsys.readouterr().out
+
+
+def test_json_path_with_quiet_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json PATH --quiet writes the file and prints nothing on success."""
+    path = tmp_path / "report.json"
+    assert main(["loadtest", "-q", "--only", "capacity", "--json", str(path)]) == 0
+    assert json.loads(path.read_text(encoding="utf-8"))["passed"] is True
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("argv", [["--json", "-"], ["--json"]])
+def test_json_dash_prints_json_on_stdout(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """--json - (or --json alone) prints the JSON report on stdout, no table."""
+    assert main(["loadtest", "--only", "capacity", *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["passed"] is True
+
+
+def test_json_path_in_a_missing_directory_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --json PATH that cannot be written is a usage error, before any scenario."""
+    path = tmp_path / "missing" / "report.json"
+    assert main(["loadtest", "--only", "capacity", "--json", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err
+    assert captured.out == ""
+    assert main(["loadtest", "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_subprocess_json_path_as_the_readme_says(tmp_path: Path) -> None:
+    """``loadtest --json report.json`` in a subprocess writes report.json."""
+    completed = run_cli(
+        "loadtest", "--only", "metadata", "--json", "report.json", cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "PASS" in completed.stdout
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["scenarios"][0]["name"] == "metadata"
+
+
+# ---------------------------------------------------------------- usage
+
+
+def test_subprocess_unknown_option_shows_the_loadtest_usage() -> None:
+    """An unknown flag after ``loadtest`` prints loadtest's usage, not the top one."""
+    completed = run_cli("loadtest", "--no-such-flag")
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("usage: trio-sessions loadtest ")
+    assert (
+        "trio-sessions loadtest: error: unrecognized arguments: --no-such-flag"
+        in completed.stderr
+    )
+    assert completed.stdout == ""
+
+
+async def test_help_examples_work_against_serve() -> None:
+    """Every URL of ``loadtest --help`` is one that ``trio-sessions serve`` answers."""
+    help_text = run_cli("loadtest", "--help").stdout
+    urls = set(re.findall(r"http://127\.0\.0\.1:8000(/[^\s)]*)", help_text))
+    assert "/healthz" in urls
+    app = build_app(SessionConfig(max_sessions=10), max_body_bytes=1024)
+    async with running_server(app) as base:
+        for path in sorted(urls):
+            completed = await run_cli_async(
+                "loadtest", "--url", base + path, "--requests", "5", "--json"
+            )
+            assert completed.returncode == 0, (path, completed.stdout)
+            (http,) = json.loads(completed.stdout)["scenarios"]
+            assert http["success_2xx"] == 5, path
+
+
+# ---------------------------------------------------------------- a stuck run
+
+
+def test_run_says_what_it_waits_for(
+    in_handlers_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler that ignores cancellation: stderr says, while it waits, on what."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    monkeypatch.setattr(trio, "run", functools.partial(trio.run, clock=clock))
+    argv = ["loadtest", "--only", "concurrent", "--handler", "cli_handlers:shielded"]
+    assert main([*argv, "--json", "-"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    # Cancelled at the 10 s deadline, it returns at 25 s: told at 13 s and 23 s.
+    assert err == [
+        f"trio-sessions loadtest: scenario 'concurrent' is waiting for 50 calls "
+        f"of cli_handlers:shielded: cancelled at their 10 s deadline {late} s ago, "
+        "they have not returned. The handler does not respond to cancellation "
+        "(a shielded cancel scope, or a loop that never awaits?); the load test "
+        "cannot go on until it returns."
+        for late in (3, 13)
+    ]

@@ -1,6 +1,7 @@
 """The ``trio-sessions`` command: argument parsing and rendering, nothing else.
 
-The scenarios live in :mod:`trio_sessions.loadtest`; rich is imported only to draw.
+The scenarios live in :mod:`trio_sessions.loadtest`; rich, when installed (the
+``cli`` extra), draws the table, and a plain-text table stands in without it.
 """
 
 from __future__ import annotations
@@ -31,19 +32,22 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_INSTALL_HINT = "pip install 'trio-sessions[cli]'"
+# The interpreter's own pip, which works as typed whatever `pip` is on PATH.
+_INSTALL_HINT = f"{sys.executable} -m pip install 'trio-sessions[cli]'"
 
 _LOADTEST_EXAMPLES = """\
 examples:
   trio-sessions loadtest                      the eight scenarios, in a few seconds
-  trio-sessions loadtest --json > report.json machine-readable report
+  trio-sessions loadtest --json report.json   also write the report as JSON
+  trio-sessions loadtest --json -             the JSON report on stdout, no table
   trio-sessions loadtest --sessions 100000    also hold 100,000 sessions at once
   trio-sessions loadtest --duration 30 --rate 2000
                                               also 30 s of churn at 2,000 sessions/s
   trio-sessions loadtest --handler myapp.handlers:handle_ping
                                               your async function as the work
-  trio-sessions loadtest --url http://127.0.0.1:8000/ --concurrency 100
-                                              drive a running HTTP server
+  trio-sessions loadtest --url http://127.0.0.1:8000/healthz --concurrency 100
+                                              drive a running HTTP server, such
+                                              as 'trio-sessions serve --port 8000'
 
 exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage error.
 """
@@ -150,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
             "instead of the scenarios, send GET requests to a running HTTP "
             "server with httpx and report latency percentiles, throughput and "
             "counts of 2xx / 503 / 504 / errors "
-            "(example: --url http://127.0.0.1:8000/health)"
+            "(example: --url http://127.0.0.1:8000/healthz)"
         ),
     )
     scenarios = lt.add_argument_group("scenarios")
@@ -236,16 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="client timeout of one request (default: 10; example: --timeout 2.5)",
     )
     output = lt.add_argument_group("output")
-    mode = output.add_mutually_exclusive_group()
-    mode.add_argument(
+    output.add_argument(
         "--json",
-        action="store_true",
+        nargs="?",
+        const="-",
+        metavar="PATH",
         help=(
-            "print the report as JSON on stdout instead of a table "
-            "(example: --json > report.json)"
+            "write the report as JSON to PATH, and still print the table; "
+            "with - (or no PATH) print the JSON on stdout instead of the table "
+            "(example: --json report.json)"
         ),
     )
-    mode.add_argument(
+    output.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -358,14 +364,21 @@ def _console(file: TextIO | None = None) -> Console:
     return console
 
 
-def _require_rich() -> None:
+def _have_rich() -> bool:
     try:
         import rich  # noqa: F401
     except ImportError:
-        raise _UsageError(
-            f"{PROG}: the report table needs rich; install it with: {_INSTALL_HINT} "
-            "(or use --json or --quiet)"
-        ) from None
+        return False
+    return True
+
+
+def _summary(report: loadtest.LoadTestReport) -> tuple[bool, str]:
+    passed = sum(result.passed for result in report.results)
+    total = len(report.results)
+    noun = "scenario" if total == 1 else "scenarios"
+    if report.passed:
+        return True, f"{'All ' if total > 1 else ''}{total} {noun} passed"
+    return False, f"{total - passed} of {total} {noun} FAILED"
 
 
 def _render_table(report: loadtest.LoadTestReport, work: str, console: Console) -> None:
@@ -394,20 +407,64 @@ def _render_table(report: loadtest.LoadTestReport, work: str, console: Console) 
             figures.append("\n" + problem, style="red")
         table.add_row(str(number), result.title, verdict, figures)
     console.print(table)
-    passed = sum(result.passed for result in report.results)
-    total = len(report.results)
-    noun = "scenario" if total == 1 else "scenarios"
-    if report.passed:
-        summary = f"[bold green]{'All ' if total > 1 else ''}{total} {noun} passed[/]"
+    passed, summary = _summary(report)
+    style = "bold green" if passed else "bold red"
+    console.print(f"[{style}]{summary}[/] in {report.elapsed:.2f} s.")
+
+
+def _plain_table(report: loadtest.LoadTestReport, work: str) -> str:
+    """The report as the rich table's plain-text twin, for when rich is missing."""
+    header = ("#", "Scenario", "Result", "Figures")
+    rows = [
+        (str(number), result.title, "PASS" if result.passed else "FAIL")
+        for number, result in enumerate(report.results, 1)
+    ]
+    widths = [max(len(row[i]) for row in [header[:3], *rows]) for i in range(3)]
+    indent = " " * (sum(widths) + 3 * len(widths) + 1)
+
+    def line(cells: tuple[str, ...], figures: str) -> str:
+        number, title, verdict = cells
+        return (
+            f" {number:>{widths[0]}}   {title:<{widths[1]}}   "
+            f"{verdict:<{widths[2]}}   {figures}"
+        ).rstrip()
+
+    body: list[str] = []
+    for cells, result in zip(rows, report.results, strict=True):
+        body.append(line(cells, result.describe()))
+        body.extend(indent + problem for problem in result.problems)
+    head = line(header[:3], header[3])
+    rule = " " + "-" * (max(map(len, [head, *body])) - 1)
+    _, summary = _summary(report)
+    lines = [f"trio-sessions load test ({work})", "", head, rule, *body]
+    lines += ["", f"{summary} in {report.elapsed:.2f} s."]
+    return "".join(text + "\n" for text in lines)
+
+
+def _print_table(report: loadtest.LoadTestReport, work: str, rich: bool) -> None:
+    if not rich:
+        sys.stdout.write(_plain_table(report, work))
+        return
+    console = _console()
+    if console.is_terminal:
+        _render_table(report, work, console)
     else:
-        summary = f"[bold red]{total - passed} of {total} {noun} FAILED[/]"
-    console.print(f"{summary} in {report.elapsed:.2f} s.")
+        # In a pipe or a file, drop the padding rich adds to every line.
+        with console.capture() as captured:
+            _render_table(report, work, console)
+        lines = captured.get().splitlines()
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
+
+
+def _notice(message: str) -> None:
+    print(f"{PROG} loadtest: {message}", file=sys.stderr, flush=True)
 
 
 async def _run(
     args: argparse.Namespace,
     handler: loadtest.Work | None,
     progress: Callable[[str, int, int], None] | None,
+    notice: Callable[[str], None],
 ) -> loadtest.LoadTestReport:
     if args.url is not None:
         start = trio.current_time()
@@ -438,7 +495,22 @@ async def _run(
         capacity=args.capacity,
         iterations=args.iterations,
         progress=progress,
+        notice=notice,
     )
+
+
+def _json_destination(path: str | None) -> str | None:
+    """Check, before a run of minutes, that the report can be written there."""
+    if path is None or path == "-":
+        return path
+    if os.path.isdir(path):
+        raise _UsageError(f"--json: {path!r} is a directory; give a file name")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise _UsageError(f"--json: directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise _UsageError(f"--json: cannot write to directory {directory!r}")
+    return path
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -454,6 +526,12 @@ def _loadtest(args: argparse.Namespace) -> int:
             raise _UsageError(
                 f"{PROG}: --url needs httpx; install it with: {_INSTALL_HINT}"
             ) from None
+    json_path = _json_destination(args.json)
+    if json_path == "-" and args.quiet:
+        raise _UsageError(
+            f"{PROG} loadtest: error: --json - prints the report on stdout and "
+            "--quiet prints nothing there: choose one (or --json PATH --quiet)"
+        )
     handler = None if args.handler is None else _load_handler(args.handler)
     if args.url is not None:
         work = f"GET {args.url}"
@@ -461,11 +539,10 @@ def _loadtest(args: argparse.Namespace) -> int:
         work = f"work: {args.handler}"
     else:
         work = f"work: simulated, {loadtest.WORK_SECONDS * 1000:g} ms sleep"
-    table = not (args.json or args.quiet)
-    if table:
-        _require_rich()
-    if not table:
-        report = trio.run(_run, args, handler, None)
+    table = not (json_path == "-" or args.quiet)
+    rich = table and _have_rich()
+    if not rich:
+        report = trio.run(_run, args, handler, None, _notice)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -479,26 +556,42 @@ def _loadtest(args: argparse.Namespace) -> int:
             transient=True,
             disable=not err.is_terminal,
         )
+
+        def notice(message: str) -> None:
+            # Printed above the live progress bars, which rich then redraws.
+            err.print(f"{PROG} loadtest: {message}", style="yellow", markup=False)
+
         with progress:
-            report = trio.run(_run, args, handler, _ProgressBars(progress))
-    if args.json:
+            report = trio.run(_run, args, handler, _ProgressBars(progress), notice)
+    if json_path is not None:
         data = report.as_dict()
         data["work"] = work.removeprefix("work: ")
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    elif args.quiet:
+        text = json.dumps(data, indent=2) + "\n"
+        if json_path == "-":
+            sys.stdout.write(text)
+        else:
+            try:
+                with open(json_path, "w", encoding="utf-8") as file:
+                    file.write(text)
+            except OSError as exc:
+                print(f"{PROG}: cannot write the JSON report: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+    if args.quiet:
         for problem in report.problems:
             print(f"FAIL {problem}", file=sys.stderr)
-    else:
-        console = _console()
-        if console.is_terminal:
-            _render_table(report, work, console)
-        else:
-            # In a pipe or a file, drop the padding rich adds to every line.
-            with console.capture() as captured:
-                _render_table(report, work, console)
-            lines = captured.get().splitlines()
-            sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
+    elif table:
+        _print_table(report, work, rich)
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _subcommand(
+    parser: argparse.ArgumentParser, command: str | None
+) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command is not None:
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -509,11 +602,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     one fails and 2 on a usage error; ``trio-sessions serve`` serves the
     example HTTP app until SIGINT/SIGTERM::
 
-        raise SystemExit(main(["loadtest", "--json"]))
+        raise SystemExit(main(["loadtest", "--json", "report.json"]))
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # Report it with the usage of the subcommand it was given to.
+            _subcommand(parser, args.command).error(
+                f"unrecognized arguments: {' '.join(unknown)}"
+            )
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
