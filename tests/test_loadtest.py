@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
+import tracemalloc
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -326,7 +329,10 @@ async def test_report_json_round_trip(autojump_clock: trio.testing.MockClock) ->
 
 
 def mixed_status_app() -> Callable[..., Awaitable[None]]:
-    """An ASGI app answering 200, except every 10th request 503 and the next 504."""
+    """An ASGI app answering 200, except every 10th request 503 and the next 504.
+
+    ``/teapot`` answers 418, and ``/hang`` never answers.
+    """
     count = 0
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -345,6 +351,8 @@ def mixed_status_app() -> Callable[..., Awaitable[None]]:
             count += 1
         elif scope["path"] == "/teapot":
             status = 418
+        elif scope["path"] == "/hang":
+            await trio.sleep_forever()
         await send(
             {
                 "type": "http.response.start",
@@ -415,3 +423,157 @@ async def test_http_load_counts_connection_errors() -> None:
     assert result.errors == 4
     assert result.first_error is not None
     assert result.latency.count == 0
+
+
+async def test_http_load_timeout_says_which_request_after_how_long() -> None:
+    """A client timeout is reported with the request, its URL and the timeout."""
+    with trio.fail_after(30):
+        async with running_server(mixed_status_app()) as base:
+            result = await loadtest.http_load(
+                f"{base}/hang", requests=1, concurrency=1, timeout=0.2
+            )
+    assert result.errors == 1
+    assert result.first_error is not None
+    assert re.fullmatch(
+        rf"ReadTimeout on request 1 \(GET {re.escape(base)}/hang\) after 0\.2\d s: "
+        r"no answer within the 0\.2 s client timeout",
+        result.first_error,
+    ), result.first_error
+    assert result.problems == (f"1 requests failed (first: {result.first_error})",)
+
+
+async def test_connection_error_names_the_request() -> None:
+    """A refused connection says which request, after how long, and the OS error."""
+    url = f"http://127.0.0.1:{closed_port()}/"
+    with trio.fail_after(30):
+        result = await loadtest.http_load(url, requests=1, concurrency=1)
+    assert result.first_error is not None
+    assert result.first_error.startswith(
+        f"ConnectError on request 1 (GET {url}) after "
+    )
+    assert result.first_error.endswith(f"127.0.0.1:{url.split(':')[2][:-1]} failed")
+
+
+# ---------------------------------------------------------------- user handlers
+
+
+class Result:
+    """A handler's result that can be watched with a weak reference."""
+
+
+def result_tracker() -> tuple[Callable[[], Awaitable[Result]], list[int]]:
+    """A handler returning a new Result per call, and the results alive at each call."""
+    results: list[weakref.ref[Result]] = []
+    alive: list[int] = []
+
+    async def handler() -> Result:
+        await trio.sleep(0.001)
+        # Calls that slept beside this one have returned by now.
+        alive.append(sum(ref() is not None for ref in results))
+        result = Result()
+        results.append(weakref.ref(result))
+        return result
+
+    return handler, alive
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SCENARIOS, ids=SCENARIO_IDS)
+async def test_scenarios_keep_no_handler_result(
+    autojump_clock: trio.testing.MockClock,
+    scenario: Scenario,
+    kwargs: dict[str, Any],
+) -> None:
+    """No result a handler returned is alive once the call returned."""
+    handler, alive = result_tracker()
+    result = await scenario(handler, **kwargs)
+    assert result.passed, result.problems
+    assert alive
+    assert max(alive) == 0
+
+
+async def test_run_loadtest_keeps_no_handler_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Across the eight scenarios, results are dropped as they are returned."""
+    handler, alive = result_tracker()
+    report = await loadtest.run_loadtest(handler, iterations=300, budget=math.inf)
+    assert report.passed, report.problems
+    assert len(alive) == 50 + 100 + 50 + 75 + 20 + 60 + 30 + 300
+    assert max(alive) == 0
+
+
+async def test_big_results_do_not_add_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler returning 1 MB each time: the baseline's memory peak stays small."""
+
+    async def big() -> bytes:
+        await trio.lowlevel.checkpoint()
+        return bytes(1 << 20)
+
+    tracemalloc.start()
+    try:
+        result = await loadtest.performance_baseline(
+            big, iterations=200, budget=math.inf
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.passed, result.problems
+    # 200 results held would be 200 MiB; dropped as returned, a few are alive.
+    assert peak < 20 * (1 << 20)
+
+
+async def shielded_work() -> None:
+    """A handler that ignores cancellation for 25 s."""
+    with trio.CancelScope(shield=True):
+        await trio.sleep(25)
+
+
+async def test_run_loadtest_says_what_it_waits_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While calls outlive their deadline, ``notice`` says so every 10 s, then not."""
+    notices: list[tuple[float, str]] = []
+    report = await loadtest.run_loadtest(
+        shielded_work,
+        only=["held", "metrics"],
+        notice=lambda message: notices.append((trio.current_time(), message)),
+    )
+    assert not report.passed
+    times = [round(at) for at, _ in notices]
+    # held: 100 calls start at 0 s, deadline 10 s, told at 13 s and 23 s, back at 25.
+    assert times[:3] == [13, 23, 26]
+    name = f"{__name__}:shielded_work"
+    assert notices[0][1].startswith(
+        f"scenario 'held' is waiting for 100 calls of {name}: cancelled at their "
+        "10 s deadline 3 s ago, they have not returned."
+    )
+    assert notices[2][1] == ("scenario 'held': the handler calls returned, going on")
+    assert any(message.startswith("scenario 'metrics'") for _, message in notices)
+
+
+async def test_run_loadtest_is_quiet_about_a_well_behaved_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler that returns in time gets no notice."""
+    notices: list[str] = []
+    report = await loadtest.run_loadtest(
+        quick_work, only=["no-hang", "shutdown"], notice=notices.append
+    )
+    assert report.passed, report.problems
+    assert notices == []
+
+
+async def test_run_loadtest_hands_over_a_lone_exception(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An exception out of a scenario is raised as itself, not in a group."""
+
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await loadtest.run_loadtest(
+            interrupted, only=["concurrent"], notice=lambda message: None
+        )

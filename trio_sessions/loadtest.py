@@ -32,6 +32,9 @@ from . import (
 )
 from ._latency import LatencyRecorder
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = [
     "CAPACITY_MESSAGE",
     "SCENARIO_NAMES",
@@ -615,7 +618,8 @@ class HttpLoadResult(ScenarioResult):
       other_status: Responses with any other status.
       errors: Requests that got no response (connection or protocol error,
         client timeout).
-      first_error: Description of the first error, if any.
+      first_error: The first error, if any: its type, which request (its
+        number and URL), after how long, and why.
       throughput: Responses per second.
       latency: Latency of the requests that got a response.
     """
@@ -768,7 +772,87 @@ def _config(max_sessions: int, **fields: Any) -> SessionConfig:
 
 
 def _work(work: Work | None) -> Work:
-    return simulated_work if work is None else work
+    if work is None:
+        return simulated_work
+    return work if isinstance(work, _WatchedWork) else _WatchedWork(work)
+
+
+class _WatchedWork:
+    """A user's handler as the scenarios run it: results dropped, calls tracked.
+
+    The load test measures the handler, so it keeps nothing the handler
+    returns: each result is dropped the moment the call returns, and memory
+    stays bounded by the calls in flight, whatever the results weigh. The
+    calls in flight are kept (start and deadline) so that a run waiting on a
+    handler that ignores cancellation can say so while it waits.
+    """
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.name = _callable_name(work)
+        self.calls: dict[int, tuple[float, float]] = {}
+        self.scenario = ""
+        self._count = 0
+
+    async def __call__(self) -> None:
+        key = self._count
+        self._count += 1
+        self.calls[key] = (trio.current_time(), trio.current_effective_deadline())
+        try:
+            await self.work()  # the result is dropped here, as soon as it exists
+        finally:
+            del self.calls[key]
+
+
+def _callable_name(work: object) -> str:
+    module = getattr(work, "__module__", None)
+    name = getattr(work, "__qualname__", None) or type(work).__qualname__
+    return f"{module}:{name}" if module else name
+
+
+# A cancelled call gets this long to unwind before the run says it is waiting.
+_UNWIND_GRACE = 2.0
+# How often the run repeats what it is still waiting for.
+_NOTICE_EVERY = 10.0
+
+
+def _waiting_notice(watched: _WatchedWork, now: float) -> str | None:
+    """What the run waits for, if a handler call outlived its deadline; else None."""
+    overdue = [
+        (started, deadline)
+        for started, deadline in watched.calls.values()
+        if now > deadline + _UNWIND_GRACE
+    ]
+    if overdue:
+        started, deadline = min(overdue, key=lambda call: call[1])
+        calls = "1 call" if len(overdue) == 1 else f"{len(overdue)} calls"
+        return (
+            f"scenario {watched.scenario!r} is waiting for {calls} of {watched.name}: "
+            f"cancelled at {'its' if len(overdue) == 1 else 'their'} "
+            f"{deadline - started:g} s deadline {now - deadline:.0f} s ago, "
+            f"{'it has' if len(overdue) == 1 else 'they have'} not returned. "
+            "The handler does not respond to cancellation (a shielded cancel "
+            "scope, or a loop that never awaits?); the load test cannot go on "
+            "until it returns."
+        )
+    return None
+
+
+async def _watch_handler(watched: _WatchedWork, notice: Callable[[str], None]) -> None:
+    """Say, every ``_NOTICE_EVERY`` seconds, what a stuck run is waiting for."""
+    last: float | None = None
+    waited_in = ""
+    while True:
+        await trio.sleep(1.0)
+        now = trio.current_time()
+        message = _waiting_notice(watched, now)
+        if message is None:
+            if last is not None:
+                notice(f"scenario {waited_in!r}: the handler calls returned, going on")
+            last = None
+        elif last is None or now - last >= _NOTICE_EVERY:
+            notice(message)
+            last, waited_in = now, watched.scenario
 
 
 # ---------------------------------------------------------------- scenarios
@@ -1717,12 +1801,21 @@ async def http_load(
             if (end is None and sent >= requests) or (end is not None and began >= end):
                 return
             sent += 1
+            number = sent
             try:
                 response = await client.get(url)
             except (httpx.HTTPError, OSError) as exc:
                 counts["errors"] += 1
                 if first_error is None:
-                    first_error = f"{type(exc).__name__}: {exc}"
+                    waited = trio.current_time() - began
+                    if isinstance(exc, httpx.TimeoutException):
+                        detail = f"no answer within the {timeout:g} s client timeout"
+                    else:
+                        detail = str(exc) or "no detail given"
+                    first_error = (
+                        f"{type(exc).__name__} on request {number} (GET {url}) "
+                        f"after {waited:.2f} s: {detail}"
+                    )
             else:
                 latency.record(trio.current_time() - began)
                 status = response.status_code
@@ -1794,6 +1887,7 @@ async def run_loadtest(
     iterations: int = 1000,
     budget: float = 0.001,
     progress: Callable[[str, int, int], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> LoadTestReport:
     """Run the eight standard scenarios, and the scale ones asked for, one by one.
 
@@ -1817,6 +1911,13 @@ async def run_loadtest(
         :func:`performance_baseline` passes.
       progress: Called as ``progress(name, done, total)`` by the scenarios that
         can take a while (``"shutdown"``, ``"scale"``, ``"churn"``).
+      notice: Called with a sentence, every 10 s, while the run waits for
+        calls of ``work`` that were cancelled at their deadline and have not
+        returned (a handler that ignores cancellation), and once more when
+        they return.
+
+    Each result ``work`` returns is dropped as soon as the call returns: the
+    load test keeps nothing of it.
 
     Raises:
       ValueError: ``only`` names an unknown scenario.
@@ -1833,6 +1934,8 @@ async def run_loadtest(
         selected.add("scale")
     if duration is not None:
         selected.add("churn")
+    watched = None if work is None else _WatchedWork(work)
+    work = watched
 
     def reporter(name: str) -> ProgressCallback | None:
         if progress is None:
@@ -1865,5 +1968,21 @@ async def run_loadtest(
         ),
     }
     start = trio.current_time()
-    results = [await scenarios[name]() for name in known if name in selected]
+    results: list[ScenarioResult] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            if watched is not None and notice is not None:
+                nursery.start_soon(_watch_handler, watched, notice)
+            for name in known:
+                if name in selected:
+                    if watched is not None:
+                        watched.scenario = name
+                    results.append(await scenarios[name]())
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watcher never raises: hand over the scenario's own exception
+        # (a KeyboardInterrupt, say) as itself.
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from None
     return LoadTestReport(results=tuple(results), elapsed=trio.current_time() - start)
