@@ -7,6 +7,7 @@ second or less and every wait on I/O sits under ``trio.fail_after``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import json
@@ -254,6 +255,50 @@ async def test_block_exit_removes_every_lease(server: RedisServer, key: str) -> 
             assert guard.statistics().held == 0
 
 
+# A Lua script that keeps Redis busy for a few hundred milliseconds: commands
+# sent meanwhile queue behind it, as behind any slow command.
+BUSY_SCRIPT = "local i = 0 while i < tonumber(ARGV[1]) do i = i + 1 end return i"
+
+
+@pytest.mark.parametrize("callers", [1, 5])
+async def test_shutdown_with_callers_inside_the_acquire_leaves_no_lease(
+    server: RedisServer, key: str, callers: int
+) -> None:
+    """Callers refused by shutdown mid-acquire leave no lease once shutdown returns."""
+    guard = limit_for(server, key, 10, ttl=5, op_timeout=1.5)
+    refused: list[BaseException] = []
+
+    async def caller(manager: ts.SessionManager) -> None:
+        try:
+            await manager.start_session(trio.sleep, 1)
+        except ts.ShuttingDownError as exc:
+            refused.append(exc)
+
+    async def busy(redis: coredis.Redis[bytes]) -> None:
+        # About 0.3 s; only the commands queued behind it matter, not its reply.
+        with contextlib.suppress(TimeoutError):
+            await redis.eval(BUSY_SCRIPT, keys=[], args=[1_000_000])
+
+    with trio.fail_after(10):
+        async with inspector(server) as redis, inspector(server) as blocker:
+            async with ts.open_session_manager(guard=guard, max_sessions=10) as manager:
+                await manager.run(trio.sleep, 0)  # the guard's connection is up
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(busy, blocker)
+                    await trio.sleep(0.05)  # Redis is busy now
+                    for _ in range(callers):
+                        nursery.start_soon(caller, manager)
+                    await trio.sleep(0.05)  # their acquires queue behind it
+                    await manager.shutdown()
+                    # shutdown() has returned: nothing of ours is left in Redis.
+                    assert await redis.zcard(key) == 0
+                    assert guard.statistics().pending_releases == 0
+    assert len(refused) == callers
+    stats = manager.statistics()
+    assert stats.rejections["shutting_down"] == callers
+    assert (stats.active, stats.waiting) == (0, 0)
+
+
 async def test_lost_lease_cancels_its_session(server: RedisServer, key: str) -> None:
     """A lease that vanishes from Redis cancels its session, with the reason."""
     guard = limit_for(server, key, 5, ttl=0.6)
@@ -444,7 +489,9 @@ async def test_redis_stopped_fails_closed_then_recovers(
             await eventually(emptied)
 
 
-async def test_frozen_redis_hangs_nothing(server: RedisServer, key: str) -> None:
+async def test_frozen_redis_hangs_nothing(
+    server: RedisServer, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Redis that accepts but never answers: admission and shutdown stay bounded."""
     guard = limit_for(server, key, 5)
     try:
@@ -461,7 +508,10 @@ async def test_frozen_redis_hangs_nothing(server: RedisServer, key: str) -> None
                 assert guard.statistics().pending_releases == 2
     finally:
         server.resume()
-    # The released lease did not reach Redis; it lapses after the TTL.
+    # The released lease did not reach Redis; it lapses after the TTL, and the
+    # log says so.
+    assert "2 known lease(s)" in caplog.text
+    assert "expire within 1 s" in caplog.text
     async with inspector(server) as redis:
         assert await redis.zcard(key) <= 1
 

@@ -91,6 +91,20 @@ return {redis.call('ZCARD', KEYS[1]), lost}
 """
 )
 
+# KEYS: the lease set. ARGV: a guard's member prefix. Removes every lease of
+# that guard, and returns how many: at shutdown, whatever a cancelled acquire
+# may have left behind, its reply lost, goes too.
+_SWEEP: Final = """
+local removed = 0
+local prefix = ARGV[1]
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, 1, #prefix) == prefix then
+    removed = removed + redis.call('ZREM', KEYS[1], member)
+  end
+end
+return removed
+"""
+
 # Members per script call or ZREM, so one huge process never blocks Redis long.
 _BATCH: Final = 500
 
@@ -294,6 +308,7 @@ class RedisSessionLimit(AdmissionGuard):
         self._ttl_ms = max(1, round(self._ttl * 1000))
         self._acquire_script: Script[Any] = client.register_script(_ACQUIRE)
         self._renew_script: Script[Any] = client.register_script(_RENEW)
+        self._sweep_script: Script[Any] = client.register_script(_SWEEP)
         # Unique to this guard in the fleet, readable in redis-cli.
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:"
         self._manager: SessionManager | None = None
@@ -417,8 +432,10 @@ class RedisSessionLimit(AdmissionGuard):
 
         Started by :func:`~trio_sessions.open_session_manager`; renews every
         lease every ``ttl / 3`` seconds and removes released ones promptly.
-        When cancelled at shutdown, it removes the last released leases in a
-        shielded scope bounded by ``op_timeout``.
+        When cancelled at shutdown (once every session has completed and no
+        caller is left inside :meth:`acquire`), it removes every lease of
+        this guard from Redis, in a shielded scope bounded by ``op_timeout``;
+        if Redis does not answer, it logs how many leases are left to expire.
         """
         if self._manager is not None:
             raise RuntimeError(
@@ -439,7 +456,7 @@ class RedisSessionLimit(AdmissionGuard):
                     loops_scope.cancel()
                     deadline = trio.current_time() + 2 * self._op_timeout
                     with trio.CancelScope(shield=True, deadline=deadline):
-                        await self._flush_releases()
+                        await self._sweep()
                     client_scope.cancel()
         finally:
             self._manager = None
@@ -654,6 +671,26 @@ class RedisSessionLimit(AdmissionGuard):
                 self._release_wanted.set()
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self._ttl / 3)
+
+    async def _sweep(self) -> None:
+        """Remove every lease of this guard; log what is left if Redis fails."""
+        left = len(self._pending) + len(self._held)
+        try:
+            await self._call(
+                self._sweep_script(keys=[self._key], args=[self._prefix]),
+                "sweep at shutdown",
+            )
+        except _Unavailable:
+            logger.warning(
+                "trio_sessions: could not remove this process's fleet leases from "
+                "Redis key %r at shutdown; %d known lease(s), and any whose "
+                "acquire reply was lost, expire within %g s",
+                self._key,
+                left,
+                self._ttl,
+            )
+        else:
+            self._pending.clear()
 
     async def _flush_releases(self) -> bool:
         """Remove pending released leases from Redis; False if Redis failed."""
