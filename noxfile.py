@@ -88,6 +88,89 @@ def soak(session: nox.Session) -> None:
     session.run("python", "benchmarks/soak.py", *session.posargs)
 
 
+# The Starlette release whose own test suite `peer` runs: the one the test extra
+# installs today. Its sdist ships tests/, which its wheel does not.
+PEER_STARLETTE = "1.10.0"
+# Starlette's test dependencies: its "full" extra (installed with the sdist)
+# plus the test tools of its dev dependency group.
+PEER_DEPS = [
+    "pytest>=9.1.1",
+    "pytest-timeout>=2.3",
+    "trio>=0.34.0",
+    "httpx2[zstd]>=2.0.0",
+    "blockbuster>=1.5.23",
+    "importlib-metadata>=9.0.1",
+    "opentelemetry-sdk>=1.44.0",
+    "types-PyYAML>=6.0.12.20250516",
+]
+
+
+@nox.session(default=False)
+def peer(session: nox.Session) -> None:
+    """Starlette's own suite on Trio, bare and wrapped in SessionMiddleware.
+
+    Fails if a test that passes bare fails or times out wrapped, unless
+    tests/peer/allowlist.toml names it as a difference by design.
+    """
+    import tarfile
+    from pathlib import Path
+
+    peer_dir = Path("tests/peer").resolve()
+    tmp = Path(session.create_tmp()).resolve()
+    session.install("pip")
+    session.run(
+        "pip",
+        "download",
+        "--quiet",
+        "--no-binary",
+        ":all:",
+        "--no-deps",
+        f"starlette=={PEER_STARLETTE}",
+        "--dest",
+        str(tmp),
+    )
+    sdist = tmp / f"starlette-{PEER_STARLETTE}.tar.gz"
+    source = tmp / f"starlette-{PEER_STARLETTE}"
+    if not source.is_dir():
+        with tarfile.open(sdist) as archive:
+            archive.extractall(tmp, filter="data")
+    # Not editable: the suite imports Starlette's own tests/ package, which an
+    # editable install of this project must not shadow.
+    session.install(f"starlette[full] @ {sdist.as_uri()}", *PEER_DEPS, ".")
+    reports = {mode: tmp / f"{mode}.json" for mode in ("bare", "wrapped")}
+    with session.chdir(source):
+        for mode, report in reports.items():
+            session.log(f"Starlette's suite on Trio, {mode}")
+            session.run(
+                "python",
+                "-m",
+                "pytest",
+                # Starlette's own pytest configuration, whatever the paths
+                # on the command line have in common.
+                "-c",
+                "pyproject.toml",
+                "--rootdir",
+                ".",
+                "-p",
+                "peer_plugin",
+                "-p",
+                "no:cacheprovider",
+                *(["--peer-wrap"] if mode == "wrapped" else []),
+                f"--peer-report={report}",
+                # A hang fails its own test, not the run.
+                "--timeout=15",
+                "-q",
+                "--no-header",
+                "-o",
+                "console_output_style=classic",
+                "tests",
+                *session.posargs,
+                env={"PYTHONPATH": str(peer_dir)},
+                success_codes=[0, 1],
+            )
+    session.run("python", str(peer_dir / "compare.py"), *map(str, reports.values()))
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """trio_sessions vs raw Trio, anyio on Trio and asyncio; then Redis admission."""
