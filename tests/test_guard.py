@@ -283,11 +283,13 @@ async def test_shutdown_returns_once_the_guard_has_stopped(
         with pytest.raises(ts.ShuttingDownError):
             await manager.start_session(hold, 1)
 
-    async with ts.open_session_manager(guard=Recording(3)) as manager:
-        async with trio.open_nursery() as nursery:
-            for _ in range(3):
-                nursery.start_soon(refused, manager)
-            await trio.testing.wait_all_tasks_blocked()
-            await manager.shutdown()
-            order.append("shutdown returned")
+    async with (
+        ts.open_session_manager(guard=Recording(3)) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(3):
+            nursery.start_soon(refused, manager)
+        await trio.testing.wait_all_tasks_blocked()
+        await manager.shutdown()
+        order.append("shutdown returned")
     assert order == ["caller left"] * 3 + ["guard stopped", "shutdown returned"]

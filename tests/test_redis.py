@@ -280,19 +280,22 @@ async def test_shutdown_with_callers_inside_the_acquire_leaves_no_lease(
             await redis.eval(BUSY_SCRIPT, keys=[], args=[1_000_000])
 
     with trio.fail_after(10):
-        async with inspector(server) as redis, inspector(server) as blocker:
-            async with ts.open_session_manager(guard=guard, max_sessions=10) as manager:
-                await manager.run(trio.sleep, 0)  # the guard's connection is up
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(busy, blocker)
-                    await trio.sleep(0.05)  # Redis is busy now
-                    for _ in range(callers):
-                        nursery.start_soon(caller, manager)
-                    await trio.sleep(0.05)  # their acquires queue behind it
-                    await manager.shutdown()
-                    # shutdown() has returned: nothing of ours is left in Redis.
-                    assert await redis.zcard(key) == 0
-                    assert guard.statistics().pending_releases == 0
+        async with (
+            inspector(server) as redis,
+            inspector(server) as blocker,
+            ts.open_session_manager(guard=guard, max_sessions=10) as manager,
+            trio.open_nursery() as nursery,
+        ):
+            await manager.run(trio.sleep, 0)  # the guard's connection is up
+            nursery.start_soon(busy, blocker)
+            await trio.sleep(0.05)  # Redis is busy now
+            for _ in range(callers):
+                nursery.start_soon(caller, manager)
+            await trio.sleep(0.05)  # their acquires queue behind it
+            await manager.shutdown()
+            # shutdown() has returned: nothing of ours is left in Redis.
+            assert await redis.zcard(key) == 0
+            assert guard.statistics().pending_releases == 0
     assert len(refused) == callers
     stats = manager.statistics()
     assert stats.rejections["shutting_down"] == callers
