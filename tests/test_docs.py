@@ -7,19 +7,23 @@ milliseconds of wall time.
 
 from __future__ import annotations
 
+import ast
 import functools
+import html
 import importlib.util
 import inspect
 import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -372,3 +376,99 @@ def test_reference_lists_every_public_name() -> None:
     text = (DOCS / "reference.rst").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\.\. auto\w+:: (\w+)\s*$", text, re.MULTILINE))
     assert set(ts.__all__) <= documented
+
+
+# ---------------------------------------------------------------- rendered docs
+
+
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML docs, built as the README says (offline, warnings are errors)."""
+    pytest.importorskip("sphinx")
+    pytest.importorskip("furo")
+    out = tmp_path_factory.mktemp("html")
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "sphinx", "-E", "-a", "-W", "-n", "--keep-going"),
+            *("-q", "-b", "html", str(DOCS), str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return out
+
+
+_SIGNATURE = re.compile(r'<dt class="sig sig-object py"[^>]*>(.*?)</dt>', re.S)
+
+
+def rendered_signatures(page: Path) -> list[str]:
+    """The text of every signature on a built page, as a reader sees it."""
+    signatures = []
+    for match in _SIGNATURE.finditer(page.read_text(encoding="utf-8")):
+        text = html.unescape(re.sub(r"<[^>]+>", "", match.group(1)))
+        signatures.append(" ".join(text.replace("¶", "").split()))
+    return signatures
+
+
+def test_rendered_reference_is_readable(built_docs: Path) -> None:
+    """The reference shows no attrs internals, no ``~module`` prefixes, no sentinels."""
+    reference = built_docs / "reference.html"
+    text = html.unescape(re.sub(r"<[^>]+>", "", reference.read_text("utf-8")))
+    for unreadable in (
+        "attr_dict",
+        "~collections",
+        "~typing",
+        "~trio",
+        "TypeAliasForwardRef",
+        "[[...]",
+        "_UseConfig",
+        "_CONFIG_DEFAULT",
+        "(*args, **kwargs)",
+    ):
+        assert unreadable not in text, unreadable
+
+
+def test_rendered_config_shows_every_default(built_docs: Path) -> None:
+    """SessionConfig's signature shows each field's type and default value."""
+    (config,) = [
+        sig
+        for sig in rendered_signatures(built_docs / "reference.html")
+        if sig.startswith("class trio_sessions.SessionConfig(")
+    ]
+    params = config.removeprefix("class trio_sessions.SessionConfig(").rstrip(")")
+    assert params.split(", ") == [
+        "max_sessions: int = 200",
+        "request_timeout: float | None = 30.0",
+        "shutdown_timeout: float = 5.0",
+        "max_waiting: int = 0",
+        "wait_timeout: float | None = None",
+        "max_session_metadata_bytes: int | None = 10_240",
+        "max_metadata_bytes: int | None = None",
+        "shutdown_grace: float = 1.0",
+    ]
+    assert all(field.name in params for field in attrs.fields(ts.SessionConfig))
+
+
+def test_rendered_signatures_are_python(built_docs: Path) -> None:
+    """Every signature of the reference reads as Python: a def with those parameters."""
+    signatures = rendered_signatures(built_docs / "reference.html")
+    assert len(signatures) > 100
+    checked = 0
+    for signature in signatures:
+        head, _, rest = signature.partition("(")
+        if not rest or " = " in head:
+            continue  # an attribute, a property, a Protocol, a constant
+        params, _, returns = rest.rpartition(")")
+        source = f"def f({params}) -> {returns.removeprefix(' → ') or 'None'}: pass"
+        try:
+            ast.parse(source)
+        except SyntaxError:  # pragma: no cover - the failure message
+            pytest.fail(f"not Python: {signature}")
+        checked += 1
+    assert checked > 50
+    manager_run = next(s for s in signatures if s.startswith("async run(fn"))
+    assert "fn: Callable[..., Awaitable[Any]]" in manager_run
+    assert "timeout: float | None = config.request_timeout" in manager_run
