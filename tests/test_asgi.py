@@ -6,8 +6,10 @@ Starlette is driven through httpx's ASGI transport, a real client.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -105,8 +107,13 @@ async def request(
     chunk_delay: float = 0.0,
     headers: Iterable[tuple[bytes, bytes]] = (),
     disconnect: trio.Event | None = None,
+    on_receive: Callable[[], None] | None = None,
 ) -> Response:
-    """One HTTP request; the client leaves when ``disconnect`` is set."""
+    """One HTTP request; the client leaves when ``disconnect`` is set.
+
+    ``on_receive`` runs in the middleware's first call of ``receive``: right
+    after admission, before the session's task has run a step.
+    """
     pending = list(chunks)
     scope = {
         "type": "http",
@@ -123,6 +130,10 @@ async def request(
     }
 
     async def receive() -> Message:
+        nonlocal on_receive
+        if on_receive is not None:
+            hook, on_receive = on_receive, None
+            hook()
         if pending:
             if chunk_delay:
                 await trio.sleep(chunk_delay)
@@ -776,3 +787,194 @@ async def test_guard_refusal_is_503_with_retry_after(
         assert response.headers[b"retry-after"] == b"3"
         assert b"backend_unavailable" in response.body
         assert counts(app) == totals(rejections={"backend_unavailable": 1})
+
+
+# ------------------------------------------------- hardening: every request answered
+
+
+def cancel_every_session(manager: ts.SessionManager) -> Callable[[], None]:
+    def cancel() -> None:
+        sessions = list(manager.sessions.values())
+        assert sessions
+        assert all(s.started_at is None for s in sessions)
+        for session in sessions:
+            session.cancel("by an admin")
+
+    return cancel
+
+
+async def test_session_cancelled_before_its_first_step_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A session cancelled before the app ran still answers 503 and frees its slot."""
+    async with ts.open_session_manager(max_sessions=1) as manager:
+        middleware = SessionMiddleware(hello, manager=manager)
+        with trio.fail_after(5):
+            response = await request(
+                middleware, on_receive=cancel_every_session(manager)
+            )
+        assert response.status == 503
+        assert response.body == b"Request cancelled\n"
+        stats = manager.statistics()
+        assert (stats.cancelled, stats.active, stats.metadata_bytes) == (1, 0, 0)
+        # The slot is free: the next request runs.
+        assert (await request(middleware)).status == 200
+
+
+async def test_owner_shutdown_during_a_queued_admission_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The owner's shutdown(timeout=0) answers queued and running requests."""
+    async with ts.open_session_manager(max_sessions=1, max_waiting=5) as manager:
+        middleware = SessionMiddleware(sleeper(10), manager=manager)
+        responses: list[Response] = []
+
+        async def client() -> None:
+            responses.append(await request(middleware))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(client)
+                await trio.testing.wait_all_tasks_blocked()
+                assert manager.statistics().waiting == 2
+                await manager.shutdown(timeout=0)
+    assert [r.status for r in responses] == [503, 503, 503]
+    stats = manager.statistics()
+    assert (stats.cancelled, stats.rejections["shutting_down"], stats.active) == (
+        1,
+        2,
+        0,
+    )
+
+
+@pytest.mark.parametrize("extension", ["pathsend", "zerocopysend"])
+async def test_response_by_send_extension_completes_the_session(
+    autojump_clock: trio.testing.MockClock, extension: str
+) -> None:
+    """A body sent with pathsend or zerocopysend is a complete response."""
+    gone = trio.Event()
+    background_done: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan support
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if extension == "pathsend":
+            await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+        else:
+            await send({"type": "http.response.zerocopysend", "file": 3})
+        gone.set()  # the server ends the stream once the response is out
+        await trio.sleep(1)  # a background task, as FileResponse runs them
+        background_done.append(True)
+
+    middleware = SessionMiddleware(app)
+    async with serving(middleware):
+        response = await request(middleware, disconnect=gone)
+        assert response.status == 200
+        assert counts(middleware) == totals(created=1, succeeded=1)
+    assert background_done == [True]
+
+
+async def test_startup_failure_and_raise_reach_the_server() -> None:
+    """startup.failed then raise, as Starlette's router does: forwarded, re-raised."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        raise ConnectionError("no database")
+
+    middleware = SessionMiddleware(app)
+    with trio.fail_after(5), pytest.RaisesGroup(ConnectionError):
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(middleware, nursery)
+            answer = await lifespan.event("lifespan.startup")
+            assert answer == {
+                "type": "lifespan.startup.failed",
+                "message": "no database",
+            }
+    assert middleware.manager.closing
+
+
+async def test_shutdown_failure_and_raise_reach_the_server() -> None:
+    """shutdown.failed then raise: forwarded, then the app's exception re-raised."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": "flush failed"})
+        raise OSError("flush failed")
+
+    middleware = SessionMiddleware(app)
+    with trio.fail_after(5), pytest.RaisesGroup(OSError):
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(middleware, nursery)
+            assert (await lifespan.event("lifespan.startup"))["type"] == (
+                "lifespan.startup.complete"
+            )
+            answer = await lifespan.event("lifespan.shutdown")
+            assert answer == {
+                "type": "lifespan.shutdown.failed",
+                "message": "flush failed",
+            }
+
+
+async def test_app_raising_at_startup_is_logged_and_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An app that raises on the lifespan scope has no lifespan support: logged."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            raise KeyError("lifespan not supported")
+        await respond(send)
+
+    middleware = SessionMiddleware(app)
+    with caplog.at_level(logging.WARNING, logger="trio_sessions.asgi"):
+        async with serving(middleware):
+            assert (await request(middleware)).status == 200
+    assert "continuing without Lifespan support" in caplog.text
+    assert "KeyError: 'lifespan not supported'" in caplog.text
+
+
+def test_under_asyncio_the_middleware_says_it_needs_trio() -> None:
+    """Called on asyncio, the middleware explains, for lifespan and for HTTP."""
+
+    async def nothing() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    middleware = SessionMiddleware(hello)
+    for scope in ({"type": "lifespan"}, {"type": "http", "path": "/", "headers": []}):
+        with pytest.raises(RuntimeError, match=r"runs on Trio.*backend='trio'"):
+            asyncio.run(middleware(scope, nothing, ignore))
+
+
+@pytest.mark.parametrize(
+    ("path", "excluded"),
+    [
+        ("/metrics", True),
+        ("/metrics/", True),
+        ("/metrics/x", True),
+        ("/metricsx", False),
+        ("/other", False),
+        ("/", False),
+    ],
+)
+async def test_exclude_paths_match_as_a_mount_does(path: str, excluded: bool) -> None:
+    """An excluded path covers itself, its trailing slash and everything below."""
+    middleware = SessionMiddleware(hello, exclude_paths=["/metrics"])
+    async with serving(middleware):
+        assert (await request(middleware, path)).status == 200
+        assert middleware.manager.statistics().created == (0 if excluded else 1)
+
+
+def test_exclude_paths_are_validated() -> None:
+    """A bare string or a path without '/' is refused with a clear error."""
+    with pytest.raises(TypeError, match="not one str"):
+        SessionMiddleware(hello, exclude_paths="/metrics")
+    with pytest.raises(ValueError, match="must start with '/'"):
+        SessionMiddleware(hello, exclude_paths=["metrics"])

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 import trio.testing
-from prometheus_client import CollectorRegistry, generate_latest
+from hypercorn_server import running_server
+from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 import trio_sessions as ts
 from trio_sessions.asgi import Receive, Scope, Send, SessionMiddleware
@@ -204,3 +210,40 @@ async def test_middleware_is_a_source_once_started() -> None:
         assert value(scrape(registry), "trio_sessions_max_sessions", "http") == 9
         await to_app.send({"type": "lifespan.shutdown"})
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_the_howto_recipe_keeps_the_scrape_out_of_sessions() -> None:
+    """The how-to's Mount + exclude_paths, behind Hypercorn: at capacity, /metrics
+    still answers (through Starlette's redirect to /metrics/), uncounted."""
+    entered, release = trio.Event(), trio.Event()
+
+    async def slow(request: Request) -> PlainTextResponse:
+        entered.set()
+        await release.wait()
+        return PlainTextResponse("done")
+
+    registry = CollectorRegistry()
+    # As written in docs/howto/prometheus.rst, with a capacity of one.
+    routes = Starlette(
+        routes=[
+            Route("/slow", slow),
+            Mount("/metrics", app=make_asgi_app(registry=registry)),
+        ]
+    )
+    app = SessionMiddleware(routes, max_sessions=1, exclude_paths=["/metrics"])
+    SessionCollector({"http": app}, registry=registry)
+    with trio.fail_after(10):
+        async with (
+            running_server(app) as base,
+            httpx.AsyncClient(base_url=base) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(client.get, "/slow")
+            await entered.wait()
+            assert (await client.get("/slow")).status_code == 503  # full
+            scrape = await client.get("/metrics", follow_redirects=True)
+            assert scrape.status_code == 200
+            assert "trio_sessions_active" in scrape.text
+            release.set()
+        stats = app.manager.statistics()
+    assert (stats.created, stats.rejections["capacity"]) == (1, 1)

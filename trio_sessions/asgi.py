@@ -6,6 +6,7 @@ lifespan opens and shuts down the manager. Needs nothing beyond Trio itself.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, final
@@ -41,6 +42,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SUCCESS = Outcome.SUCCESS
 
+logger = logging.getLogger("trio_sessions.asgi")
+
+# Messages that end a response unless they say more_body: the plain body and the
+# two ASGI extensions that hand the body to the server (a file path, a file).
+_FINAL_BODY = frozenset(
+    {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
+)
+
 # How many request-body messages may sit between the server and the app when no
 # body limit bounds them in bytes.
 _UNLIMITED_BODY_BUFFER = 16
@@ -67,15 +76,39 @@ class SessionMiddleware:
     - no free slot (:exc:`CapacityError`): ``503`` with ``Retry-After``;
     - draining or closed (:exc:`ShuttingDownError`): ``503`` with ``Connection: close``;
     - the session's deadline (:exc:`SessionTimeout`): ``504`` if the response
-      has not started, otherwise the connection is closed mid-response;
+      has not started; otherwise the response is cut short, which the server
+      shows per protocol: under HTTP/1.1 Hypercorn closes the connection, under
+      HTTP/2 it leaves that stream unfinished (the connection and its other
+      streams go on) until its keep-alive timeout;
     - a body over ``max_body_bytes``: ``413`` (before admission when
       ``Content-Length`` says so, otherwise by cancelling the session);
+    - the session cancelled (:meth:`Session.cancel`, or a drain that ran out
+      of time) before the response started: ``503``, whatever instant the
+      cancellation lands, even before the app's first step;
     - the client disconnecting: the session is cancelled (outcome
-      ``CANCELLED``), which frees its slot at once;
+      ``CANCELLED``), which frees its slot at once; a response completed by
+      ``http.response.pathsend`` or ``http.response.zerocopysend`` is complete
+      like any other, so work after it (background tasks) goes on;
     - the app raising: the exception propagates to the server, which answers 500.
 
-    Requests whose path is in ``exclude_paths`` (health checks, ``/metrics``)
+    The default body limit (1 MiB) makes the middleware visible to clients
+    that send more: they get ``413`` where the bare app would have answered
+    (Starlette's form parser, say, answers ``400``). Pass
+    ``max_body_bytes=None`` for a wrapper that is transparent to bodies.
+
+    Requests under an ``exclude_paths`` entry (health checks, ``/metrics``)
     and WebSocket connections go straight to the app, outside any session.
+    An entry matches as a Starlette ``Mount`` does: ``"/metrics"`` excludes
+    ``/metrics``, ``/metrics/`` and every path below it.
+
+    The lifespan runs the app's own lifespan inside the manager's: a
+    ``lifespan.startup.failed`` (or ``shutdown.failed``) from the app is
+    passed to the server and the exception the app raised with it is raised
+    again, as from the bare app; an app that raises at startup without
+    answering has no lifespan support, which is logged (as Hypercorn logs it)
+    while the manager's lifespan carries on. The middleware runs on Trio only:
+    under asyncio it raises :exc:`RuntimeError` saying so (test it with
+    Starlette's ``TestClient(app, backend="trio")``).
 
     Args:
       app: The ASGI 3 application to wrap.
@@ -84,7 +117,8 @@ class SessionMiddleware:
         neither opens nor shuts it down (its owner does).
       retry_after: Seconds sent in the ``Retry-After`` header of capacity refusals.
       max_body_bytes: Largest request body accepted, or ``None`` for no limit.
-      exclude_paths: Paths served without a session.
+      exclude_paths: Paths served without a session, each with everything
+        below it (see above).
       guard: An :class:`AdmissionGuard` for the manager the lifespan opens,
         such as the fleet-wide :class:`~trio_sessions.redis.RedisSessionLimit`;
         its refusals (``global_capacity``, ``backend_unavailable``) are answered
@@ -94,7 +128,8 @@ class SessionMiddleware:
     Raises:
       TypeError: if both ``manager`` and a configuration are given, or for an
         unknown configuration field.
-      ValueError: for an invalid ``retry_after`` or ``max_body_bytes``.
+      ValueError: for an invalid ``retry_after``, ``max_body_bytes`` or
+        ``exclude_paths`` entry.
     """
 
     def __init__(
@@ -141,10 +176,9 @@ class SessionMiddleware:
         self._manager: SessionManager | None = manager
         self._retry_after = str(retry_after).encode("ascii")
         self._max_body_bytes = max_body_bytes
-        self._exclude_paths = frozenset(exclude_paths)
+        self._exclude_exact, self._exclude_prefixes = _exclusions(exclude_paths)
         self._draining = False
         self._shutdown_report: ShutdownReport | None = None
-        self._pumps: set[trio.CancelScope] = set()
 
     @property
     def manager(self) -> SessionManager:
@@ -158,6 +192,7 @@ class SessionMiddleware:
           RuntimeError: before lifespan startup, when no manager was given.
         """
         if self._manager is None:
+            _require_trio()
             raise RuntimeError(
                 "SessionMiddleware has no manager yet: the server must run the "
                 "ASGI lifespan protocol, or pass manager= to SessionMiddleware"
@@ -212,10 +247,6 @@ class SessionMiddleware:
         """
         self._draining = True
         report = await self.manager.shutdown(timeout)
-        # Every session has completed now; one cancelled before its first step
-        # never ran the app, so release its request from waiting on the client.
-        for done in list(self._pumps):
-            done.cancel()
         if self._shutdown_report is None:
             self._shutdown_report = report
         return report
@@ -223,19 +254,34 @@ class SessionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (``http``, ``lifespan`` or anything else)."""
         kind = scope["type"]
-        if kind == "http" and scope["path"] not in self._exclude_paths:
+        if kind == "http" and not (
+            # Every exclusion has a prefix: no exclusions cost one test.
+            self._exclude_prefixes and self._excluded(scope["path"])
+        ):
             await self._http(scope, receive, send)
         elif kind == "lifespan" and self._owns_manager:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
+    def _excluded(self, path: str) -> bool:
+        return path in self._exclude_exact or path.startswith(self._exclude_prefixes)
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Open the manager around the app's own lifespan, passing its answers on.
+
+        The app's failures reach the server as they would from the bare app:
+        a ``*.failed`` answer is forwarded, and the exception the app raised
+        with it is raised again here. An app that raises at startup without
+        answering has no lifespan support (the ASGI rule): its error is
+        logged and the manager's own lifespan carries on.
+        """
+        _require_trio()
         message = await receive()
         if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
             return
         inner = _InnerLifespan(self.app, scope)
-        failure: tuple[str, str] | None = None
+        failure: Message | None = None
         async with open_session_manager(self.config, guard=self._guard) as manager:
             self._manager = manager
             self._draining = False
@@ -243,11 +289,16 @@ class SessionMiddleware:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(inner.run)
                 reply = await inner.request("lifespan.startup")
+                if reply is None and inner.error is not None:
+                    logger.warning(
+                        "ASGI Framework Lifespan error, continuing without "
+                        "Lifespan support (the app raised at lifespan startup)",
+                        exc_info=inner.error,
+                    )
+                    inner.error = None
                 if reply is not None and reply["type"] == "lifespan.startup.failed":
-                    failure = ("startup", str(reply.get("message", "")))
+                    failure = reply
                 else:
-                    if reply is None:
-                        inner.error = None  # the app has no lifespan support: fine
                     await send({"type": "lifespan.startup.complete"})
                     while (await receive())["type"] != "lifespan.shutdown":
                         pass  # pragma: no cover - no other lifespan message exists
@@ -255,16 +306,28 @@ class SessionMiddleware:
                     reply = await inner.request("lifespan.shutdown")
                     if (
                         reply is not None
-                        and reply["type"] != "lifespan.shutdown.complete"
+                        and reply["type"] == "lifespan.shutdown.failed"
                     ):
-                        failure = ("shutdown", str(reply.get("message", "")))
+                        failure = reply
                     elif inner.error is not None:
-                        failure = ("shutdown", repr(inner.error))
+                        failure = {
+                            "type": "lifespan.shutdown.failed",
+                            "message": repr(inner.error),
+                        }
+                if failure is not None:
+                    # The app answers "failed" and then raises, as Starlette's
+                    # router does: let it finish, to raise what it raised.
+                    with trio.move_on_after(self.config.shutdown_timeout):
+                        await inner.finished.wait()
                 nursery.cancel_scope.cancel()
-        if failure is not None:
-            await send({"type": f"lifespan.{failure[0]}.failed", "message": failure[1]})
-        else:
+        if failure is None:
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send(
+            {"type": failure["type"], "message": str(failure.get("message", ""))}
+        )
+        if inner.error is not None:
+            raise inner.error
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager = self.manager
@@ -326,11 +389,12 @@ class SessionMiddleware:
                 return
         # This task reads the server's messages for the app while the session
         # runs (so a disconnect is seen even when the app is not reading), until
-        # the app is done; a second task per request would cost more than the
+        # the session completes, however it ends: even one cancelled before the
+        # app's first step, which never runs the app, stops the pump and gets
+        # its answer. A second task per request would cost more than the
         # session itself.
-        pumps = self._pumps
         done = exchange.done
-        pumps.add(done)
+        session._cancel_when_done(done)
         try:
             with done:
                 await exchange.pump(session)
@@ -346,24 +410,23 @@ class SessionMiddleware:
                 if not exchange.started:
                     await self._reply(send, 413, b"Request body too large\n")
             elif not exchange.started:
-                await self._reply(
-                    send, 503, b"Server is shutting down\n", [(b"connection", b"close")]
-                )
+                if self.draining:
+                    await self._reply(
+                        send,
+                        503,
+                        b"Server is shutting down\n",
+                        [(b"connection", b"close")],
+                    )
+                else:
+                    await self._reply(send, 503, b"Request cancelled\n")
         finally:
-            pumps.discard(done)
             if session.outcome is None:
                 # Only still running if this request's own task is being
                 # cancelled (the server is going away): take the session with it.
                 session.cancel()
 
     async def _run_app(self, scope: Scope, exchange: _Exchange) -> None:
-        try:
-            await self.app(scope, exchange.receive, exchange.send)
-        finally:
-            # Usually the server's end-of-stream message has stopped the pump
-            # already; cancelling costs a Cancelled raised through its receive.
-            if exchange.pumping:
-                exchange.done.cancel()
+        await self.app(scope, exchange.receive, exchange.send)
 
     def _metadata(self, scope: Scope) -> dict[str, str] | None:
         client = scope.get("client")
@@ -396,6 +459,41 @@ class SessionMiddleware:
             {"type": "http.response.start", "status": status, "headers": all_headers}
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _exclusions(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Exact paths and prefixes excluded by ``paths``, as a ``Mount`` matches them.
+
+    ``"/metrics"`` (or ``"/metrics/"``) excludes ``/metrics``, ``/metrics/`` and
+    everything below, so Starlette's redirect from ``/metrics`` to ``/metrics/``
+    and the mounted app's own paths all stay outside the sessions.
+    """
+    if isinstance(paths, str):
+        raise TypeError("exclude_paths must be a collection of paths, not one str")
+    exact: set[str] = set()
+    prefixes: set[str] = set()
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"exclude_paths entries must start with '/', got {path!r}")
+        base = path.rstrip("/")
+        if not base:
+            prefixes.add("/")  # "/" excludes every path
+            continue
+        exact.update((base, base + "/"))
+        prefixes.add(base + "/")
+    return frozenset(exact), tuple(sorted(prefixes))
+
+
+def _require_trio() -> None:
+    """Refuse, in words, to run on an event loop that is not Trio's."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "SessionMiddleware runs on Trio, but it was called outside a Trio "
+            "run (on asyncio?): serve it with a Trio server (hypercorn -k trio) "
+            "and test it with Starlette's TestClient(app, backend='trio')"
+        ) from None
 
 
 def _declared_length(scope: Scope) -> int:
@@ -456,7 +554,6 @@ class _Exchange:
         "disconnected",
         "done",
         "finished",
-        "pumping",
         "received",
         "started",
         "too_large",
@@ -482,7 +579,6 @@ class _Exchange:
         self._arrived: trio.lowlevel.ParkingLot | None = None
         self._taken: trio.lowlevel.ParkingLot | None = None
         self.received = 0
-        self.pumping = True
         self.disconnected = False
         self.too_large = False
         self.started = False
@@ -513,7 +609,8 @@ class _Exchange:
                 if not any(bytes(name).lower() == b"connection" for name, _ in headers):
                     headers.append((b"connection", b"close"))
                     message = {**message, "headers": headers}
-        elif kind == "http.response.body" and not message.get("more_body", False):
+        elif kind in _FINAL_BODY and not message.get("more_body", False):
+            # pathsend has no more_body: it is always the whole body.
             self.finished = True
         await self._send(message)
 
@@ -522,49 +619,46 @@ class _Exchange:
         limit = self._limit
         queue = self._queue
         receive = self._receive
-        try:
-            # A Trio server's first message (the request, or its first chunk)
-            # is usually queued already in a memory channel: take it without
-            # the channel's checkpoint, a whole trip through the scheduler.
-            owner = getattr(receive, "__self__", None)
-            if type(owner) is trio.MemoryReceiveChannel:
-                try:
-                    message = owner.receive_nowait()
-                except trio.WouldBlock:
-                    message = await receive()
-            else:
+        # A Trio server's first message (the request, or its first chunk)
+        # is usually queued already in a memory channel: take it without
+        # the channel's checkpoint, a whole trip through the scheduler.
+        owner = getattr(receive, "__self__", None)
+        if type(owner) is trio.MemoryReceiveChannel:
+            try:
+                message = owner.receive_nowait()
+            except trio.WouldBlock:
                 message = await receive()
-            while True:
-                kind = message.get("type")
-                if kind == "http.request":
-                    self.received += len(message.get("body", b""))
-                    if limit is not None and self.received > limit:
-                        self.too_large = True
-                        session.cancel()
-                        return
-                elif kind == "http.disconnect":
-                    # Servers also report the end of the stream once the
-                    # response is complete; work the app does after that
-                    # (background tasks) is not abandoned by anyone, so it goes on.
-                    if not self.finished:
-                        self.disconnected = True
-                        session.cancel()
-                    queue.append(message)
-                    if self._arrived is not None:
-                        self._arrived.unpark()
+        else:
+            message = await receive()
+        while True:
+            kind = message.get("type")
+            if kind == "http.request":
+                self.received += len(message.get("body", b""))
+                if limit is not None and self.received > limit:
+                    self.too_large = True
+                    session.cancel()
                     return
+            elif kind == "http.disconnect":
+                # Servers also report the end of the stream once the
+                # response is complete; work the app does after that
+                # (background tasks) is not abandoned by anyone, so it goes on.
+                if not self.finished:
+                    self.disconnected = True
+                    session.cancel()
                 queue.append(message)
                 if self._arrived is not None:
                     self._arrived.unpark()
-                # With a byte limit the buffer is bounded already; without one,
-                # wait for the app to catch up.
-                while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
-                    if self._taken is None:
-                        self._taken = trio.lowlevel.ParkingLot()
-                    await self._taken.park()
-                message = await receive()
-        finally:
-            self.pumping = False
+                return
+            queue.append(message)
+            if self._arrived is not None:
+                self._arrived.unpark()
+            # With a byte limit the buffer is bounded already; without one,
+            # wait for the app to catch up.
+            while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
+                if self._taken is None:
+                    self._taken = trio.lowlevel.ParkingLot()
+                await self._taken.park()
+            message = await receive()
 
 
 @final
@@ -579,6 +673,7 @@ class _InnerLifespan:
         "_scope",
         "_to_app",
         "error",
+        "finished",
     )
 
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
@@ -587,17 +682,21 @@ class _InnerLifespan:
         self._to_app, self._requests = trio.open_memory_channel[Message](1)
         self._from_app, self._replies = trio.open_memory_channel[Message](1)
         self.error: Exception | None = None
+        self.finished = trio.Event()
 
     async def run(self) -> None:
-        async with self._from_app, self._requests:
-            try:
-                await self._app(
-                    self._scope, self._requests.receive, self._from_app.send
-                )
-            except Exception as exc:
-                # An app that raises at startup does not support lifespan (the
-                # ASGI spec's rule); later it is a shutdown failure.
-                self.error = exc
+        try:
+            async with self._from_app, self._requests:
+                try:
+                    await self._app(
+                        self._scope, self._requests.receive, self._from_app.send
+                    )
+                except Exception as exc:
+                    # Raised at startup without an answer: no lifespan support
+                    # (the ASGI spec's rule); otherwise, a failure to report.
+                    self.error = exc
+        finally:
+            self.finished.set()
 
     async def request(self, kind: str) -> Message | None:
         """Send a lifespan event to the app; return its answer (None: no support)."""
