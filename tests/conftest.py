@@ -15,4 +15,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=80)
+# nox -s soak: the race tests (tests/test_races.py) with far more schedules;
+# select it with --hypothesis-profile=soak.
+settings.register_profile(
+    "soak", parent=settings.get_profile("default"), max_examples=5000
+)
 settings.load_profile("ci" if os.environ.get("CI") else "default")

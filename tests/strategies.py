@@ -1,0 +1,232 @@
+"""Hypothesis strategies shared by the tests: whole race schedules, drawn at once.
+
+A schedule is plain data (attrs classes below), replayed by the test that drew
+it; each injection names the numbered await point at which it fires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+__all__ = [
+    "APP_KINDS",
+    "FINALS",
+    "JOB_KINDS",
+    "Behaviour",
+    "Injection",
+    "Job",
+    "ManagerPlan",
+    "MiddlewarePlan",
+    "RequestPlan",
+    "manager_plans",
+    "middleware_plans",
+]
+
+#: What an app does with its request (see tests/test_races.py's app).
+APP_KINDS = ("immediate", "sleep", "stream", "read", "raise", "background")
+#: How the response ends: a final body, or one of the ASGI send extensions.
+FINALS = ("body", "pathsend", "zerocopysend")
+#: What a middleware injection does when its point is reached.
+MIDDLEWARE_INJECTIONS = (
+    "cancel",  # Session.cancel() of the target request's session, if live
+    "cancel_all",  # Session.cancel() of every live session
+    "shutdown",  # manager.shutdown(timeout=0), as the manager's owner
+    "middleware_shutdown",  # SessionMiddleware.shutdown(timeout=0)
+    "disconnect",  # the target's client leaves (http.disconnect)
+    "lifespan",  # the server sends lifespan.shutdown
+    "server_cancel",  # the server cancels the target's request task
+)
+#: What a manager-only injection does.
+MANAGER_INJECTIONS = ("cancel", "cancel_all", "shutdown", "outer", "outer_all")
+#: How a manager-only job is started.
+JOB_KINDS = ("nowait", "start", "run")
+
+SECONDS = st.sampled_from([0, 0, 0.5, 1, 2.5])
+
+
+@attrs.frozen
+class Behaviour:
+    """One request's app: its kind, its pace, how it ends its response."""
+
+    kind: str
+    seconds: float = 0
+    chunks: int = 0
+    final: str = "body"
+    started: bool = False  # "raise": after starting the response
+
+
+@attrs.frozen
+class RequestPlan:
+    """One HTTP request: when it arrives, its body, and what the app does."""
+
+    arrival: float
+    body: tuple[bytes, ...]
+    chunk_delay: float
+    declared: bool  # sends Content-Length
+    channel: bool  # receive is a MemoryReceiveChannel.receive (Hypercorn's)
+    app: Behaviour
+
+
+@attrs.frozen
+class Injection:
+    """``kind`` fires when the ``at``-th await point of the run is reached.
+
+    Hand-written schedules may name the point instead: ``where`` is its label
+    (such as ``"r0 client sends chunk 1"``), and ``at`` is then ignored.
+    """
+
+    at: int
+    kind: str
+    target: int = 0
+    where: str | None = None
+
+
+@attrs.frozen
+class MiddlewarePlan:
+    """A middleware, its manager's configuration, its requests, its injections."""
+
+    owner: bool  # the lifespan opens the manager (else manager= an external one)
+    max_sessions: int
+    max_waiting: int
+    wait_timeout: float | None
+    request_timeout: float | None
+    shutdown_timeout: float
+    max_body_bytes: int | None
+    requests: tuple[RequestPlan, ...]
+    injections: tuple[Injection, ...]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "max_sessions": self.max_sessions,
+            "max_waiting": self.max_waiting,
+            "wait_timeout": self.wait_timeout,
+            "request_timeout": self.request_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+
+
+@attrs.frozen
+class Job:
+    """One manager-only session: how it is started and what its function does."""
+
+    arrival: float
+    via: str  # one of JOB_KINDS
+    kind: str  # "return", "sleep", "steps", "raise"
+    seconds: float
+    steps: int
+    timeout: float | None
+
+
+@attrs.frozen
+class ManagerPlan:
+    """A manager's configuration, its jobs and its injections."""
+
+    max_sessions: int
+    max_waiting: int
+    wait_timeout: float | None
+    shutdown_timeout: float
+    jobs: tuple[Job, ...]
+    injections: tuple[Injection, ...]
+
+
+@st.composite
+def behaviours(draw: st.DrawFn) -> Behaviour:
+    """An app behaviour; send extensions mostly end responses that do not stream."""
+    kind = draw(st.sampled_from(APP_KINDS))
+    final = draw(st.sampled_from(("body", "body", *FINALS)))
+    return Behaviour(
+        kind=kind,
+        seconds=draw(SECONDS),
+        chunks=draw(st.integers(0, 2)) if kind == "stream" else 0,
+        final=final,
+        started=kind == "raise" and draw(st.booleans()),
+    )
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> RequestPlan:
+    """One request: arrival, a body of up to three small chunks, the app's behaviour."""
+    return RequestPlan(
+        arrival=draw(st.sampled_from([0, 0, 0.5, 1, 3])),
+        body=tuple(draw(st.lists(st.binary(max_size=8), min_size=1, max_size=3))),
+        chunk_delay=draw(st.sampled_from([0, 0, 0.5])),
+        declared=draw(st.booleans()),
+        channel=draw(st.booleans()),
+        app=draw(behaviours()),
+    )
+
+
+def _injections(kinds: tuple[str, ...], targets: int) -> st.SearchStrategy[Injection]:
+    return st.builds(
+        Injection,
+        # Most races are in the first few steps of a request.
+        at=st.integers(1, 8) | st.integers(1, 40),
+        kind=st.sampled_from(kinds),
+        target=st.integers(0, targets - 1),
+    )
+
+
+@st.composite
+def middleware_plans(draw: st.DrawFn) -> MiddlewarePlan:
+    """A whole middleware schedule: config, 1-4 requests, 0-2 injections."""
+    reqs = tuple(draw(st.lists(requests(), min_size=1, max_size=4)))
+    return MiddlewarePlan(
+        owner=draw(st.booleans()),
+        max_sessions=draw(st.integers(1, 3)),
+        max_waiting=draw(st.sampled_from([0, 0, 1, 2])),
+        wait_timeout=draw(st.sampled_from([None, 1])),
+        # Mostly no deadline, so that a cancellation nobody asked for shows.
+        request_timeout=draw(st.sampled_from([None, None, None, 1, 4])),
+        shutdown_timeout=draw(st.sampled_from([0, 1, 10])),
+        max_body_bytes=draw(st.sampled_from([None, 10, 1000])),
+        requests=reqs,
+        injections=tuple(
+            draw(
+                st.lists(
+                    _injections(MIDDLEWARE_INJECTIONS, len(reqs)),
+                    min_size=0,
+                    max_size=2,
+                )
+            )
+        ),
+    )
+
+
+@st.composite
+def manager_plans(draw: st.DrawFn) -> ManagerPlan:
+    """A whole manager-only schedule: config, 1-5 jobs, 0-2 injections."""
+    jobs = tuple(
+        draw(
+            st.lists(
+                st.builds(
+                    Job,
+                    arrival=st.sampled_from([0, 0, 0.5, 1]),
+                    via=st.sampled_from(JOB_KINDS),
+                    kind=st.sampled_from(["return", "sleep", "steps", "raise"]),
+                    seconds=SECONDS,
+                    steps=st.integers(0, 3),
+                    timeout=st.sampled_from([None, None, 1, 3]),
+                ),
+                min_size=1,
+                max_size=5,
+            )
+        )
+    )
+    return ManagerPlan(
+        max_sessions=draw(st.integers(1, 3)),
+        max_waiting=draw(st.sampled_from([0, 1, 2])),
+        wait_timeout=draw(st.sampled_from([None, 1])),
+        shutdown_timeout=draw(st.sampled_from([0, 1, 10])),
+        jobs=jobs,
+        injections=tuple(
+            draw(
+                st.lists(
+                    _injections(MANAGER_INJECTIONS, len(jobs)), min_size=0, max_size=2
+                )
+            )
+        ),
+    )
