@@ -83,9 +83,10 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def soak(session: nox.Session) -> None:
-    """1,000,000 sessions through one manager; prints tracemalloc bytes."""
-    session.install("-e", ".")
+    """1,000,000 sessions through one manager; then 5,000 race schedules per test."""
+    session.install("-e", ".[test]")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+    session.run("pytest", "tests/test_races.py", "--hypothesis-profile=soak")
 
 
 # The Starlette release whose own test suite `peer` runs: the one the test extra
