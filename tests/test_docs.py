@@ -472,3 +472,39 @@ def test_rendered_signatures_are_python(built_docs: Path) -> None:
     manager_run = next(s for s in signatures if s.startswith("async run(fn"))
     assert "fn: Callable[..., Awaitable[Any]]" in manager_run
     assert "timeout: float | None = config.request_timeout" in manager_run
+
+
+# ---------------------------------------------------------------- commands
+
+ROOT = DOCS.parent
+# pip or nox typed bare: they run whatever is first on PATH, not the venv's.
+_BARE_COMMAND = re.compile(r"(?<![/\w.-])(?<!-m )(?:pip install|nox -s|nox(?=`))")
+# Pages whose commands are another engineer's to fix (see the issue).
+_NOT_YET = {"fleet.rst", "guarantees.rst", "performance.rst"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(
+            path,
+            id=str(path.relative_to(ROOT)),
+            marks=[pytest.mark.xfail(reason="bare pip/nox not yet fixed here")]
+            if path.name in _NOT_YET
+            else [],
+        )
+        for path in [
+            ROOT / "README.md",
+            *sorted(DOCS.glob("*.rst")),
+            *sorted((DOCS / "howto").glob("*.rst")),
+        ]
+    ],
+)
+def test_commands_name_the_venv_tools(page: Path) -> None:
+    """README and docs write ``.venv/bin/pip`` and ``.venv/bin/nox``, not bare names."""
+    bare = [
+        f"{page.name}:{number}: {line.strip()}"
+        for number, line in enumerate(page.read_text("utf-8").splitlines(), 1)
+        if _BARE_COMMAND.search(line)
+    ]
+    assert bare == []

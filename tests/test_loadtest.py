@@ -439,7 +439,7 @@ async def test_http_load_timeout_says_which_request_after_how_long() -> None:
         r"no answer within the 0\.2 s client timeout",
         result.first_error,
     ), result.first_error
-    assert result.problems == (f"1 requests failed (first: {result.first_error})",)
+    assert result.problems == (f"1 request failed (first: {result.first_error})",)
 
 
 async def test_connection_error_names_the_request() -> None:

@@ -1846,7 +1846,7 @@ async def http_load(
     _expect(
         problems,
         counts["errors"] == 0,
-        f"{counts['errors']} requests failed"
+        f"{counts['errors']} request{'' if counts['errors'] == 1 else 's'} failed"
         + ("" if first_error is None else f" (first: {first_error})"),
     )
     _expect(
