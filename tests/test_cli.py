@@ -484,17 +484,25 @@ async def test_help_examples_work_against_serve() -> None:
 # ---------------------------------------------------------------- a stuck run
 
 
+@pytest.mark.parametrize(
+    "output", [["--json", "-"], [], ["--quiet"]], ids=["json", "table", "quiet"]
+)
 def test_run_says_what_it_waits_for(
     in_handlers_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    output: list[str],
 ) -> None:
     """A handler that ignores cancellation: stderr says, while it waits, on what."""
     clock = trio.testing.MockClock(autojump_threshold=0)
     monkeypatch.setattr(trio, "run", functools.partial(trio.run, clock=clock))
     argv = ["loadtest", "--only", "concurrent", "--handler", "cli_handlers:shielded"]
-    assert main([*argv, "--json", "-"]) == 1
-    err = capsys.readouterr().err.splitlines()
+    assert main([*argv, *output]) == 1
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if not line.startswith("FAIL ")  # --quiet's report
+    ]
     # Cancelled at the 10 s deadline, it returns at 25 s: told at 13 s and 23 s.
     assert err == [
         f"trio-sessions loadtest: scenario 'concurrent' is waiting for 50 calls "

@@ -559,7 +559,12 @@ def _loadtest(args: argparse.Namespace) -> int:
 
         def notice(message: str) -> None:
             # Printed above the live progress bars, which rich then redraws.
-            err.print(f"{PROG} loadtest: {message}", style="yellow", markup=False)
+            err.print(
+                f"{PROG} loadtest: {message}",
+                style="yellow",
+                markup=False,
+                soft_wrap=True,
+            )
 
         with progress:
             report = trio.run(_run, args, handler, _ProgressBars(progress), notice)

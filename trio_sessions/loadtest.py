@@ -829,7 +829,7 @@ def _waiting_notice(watched: _WatchedWork, now: float) -> str | None:
         return (
             f"scenario {watched.scenario!r} is waiting for {calls} of {watched.name}: "
             f"cancelled at {'its' if len(overdue) == 1 else 'their'} "
-            f"{deadline - started:g} s deadline {now - deadline:.0f} s ago, "
+            f"{deadline - started:.3g} s deadline {now - deadline:.0f} s ago, "
             f"{'it has' if len(overdue) == 1 else 'they have'} not returned. "
             "The handler does not respond to cancellation (a shielded cancel "
             "scope, or a loop that never awaits?); the load test cannot go on "
