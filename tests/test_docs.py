@@ -508,3 +508,107 @@ def test_commands_name_the_venv_tools(page: Path) -> None:
         if _BARE_COMMAND.search(line)
     ]
     assert bare == []
+
+
+# ---------------------------------------------------------------- the ASGI page
+
+
+def test_pages_that_wrap_an_app_say_what_the_body_limit_does() -> None:
+    """Every page wrapping an app in SessionMiddleware says how to lift the limit."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("**/*.rst"))]
+    wrapping = [
+        page for page in pages if "SessionMiddleware(" in page.read_text("utf-8")
+    ]
+    assert DOCS / "howto" / "asgi.rst" in wrapping
+    for page in wrapping:
+        text = " ".join(page.read_text("utf-8").split())
+        assert "max_body_bytes=None" in text, page.name
+        assert "413" in text, page.name
+    asgi = " ".join((DOCS / "howto" / "asgi.rst").read_text("utf-8").split())
+    assert "**HTTP/1.1**: the connection is closed" in asgi
+    assert "**HTTP/2** (Hypercorn): the stream is *not* reset" in asgi
+    assert "``keep_alive_timeout``" in asgi
+
+
+async def partial_response(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app whose ``/partial`` starts a response and then stalls."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/partial":
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await trio.sleep_forever()
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["HTTP/1.1", "HTTP/2"])
+async def test_deadline_mid_response_as_the_asgi_page_says(http2: bool) -> None:
+    """HTTP/1.1 closes the connection; HTTP/2 keeps the stream, other streams go on."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    hypercorn_config = pytest.importorskip("hypercorn.config")
+    hypercorn_trio = pytest.importorskip("hypercorn.trio")
+    from trio_sessions.asgi import SessionMiddleware
+
+    app = SessionMiddleware(partial_response, request_timeout=0.1)
+    config = hypercorn_config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    config.keep_alive_timeout = 1.0
+    events: list[str] = []
+    with trio.fail_after(IO_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                functools.partial(
+                    hypercorn_trio.serve,
+                    app,
+                    config,
+                    shutdown_trigger=trio.Event().wait,
+                )
+            )
+            client = httpx.AsyncClient(http1=not http2, http2=http2, timeout=IO_TIMEOUT)
+            async with client:
+
+                async def cut_off() -> None:
+                    async with client.stream("GET", f"{binds[0]}/partial") as response:
+                        events.append(f"{response.http_version} {response.status_code}")
+                        with pytest.raises(httpx.RemoteProtocolError) as exc_info:
+                            async for _ in response.aiter_bytes():
+                                pass
+                    events.append(f"cut off: {exc_info.value}")
+
+                async def other() -> None:
+                    # Nothing to wait on but the statistics: poll them.
+                    while app.manager.statistics().timed_out == 0:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    stats = app.manager.statistics()
+                    events.append(f"timed out, {stats.active} active")
+                    response = await client.get(f"{binds[0]}/")
+                    events.append(f"other: {response.http_version} {response.text}")
+
+                async with trio.open_nursery() as requests:
+                    requests.start_soon(cut_off)
+                    requests.start_soon(other)
+            nursery.cancel_scope.cancel()
+    if http2:
+        # The stream outlived the deadline, and the other request, then the idle
+        # connection was closed at Hypercorn's keep-alive timeout.
+        assert events == [
+            "HTTP/2 200",
+            "timed out, 0 active",
+            "other: HTTP/2 ok",
+            "cut off: Server disconnected",
+        ]
+    else:
+        # The connection was closed at the deadline; the next request opened another.
+        assert events[0] == "HTTP/1.1 200"
+        assert "timed out, 0 active" in events
+        (cut,) = [event for event in events if event.startswith("cut off: ")]
+        assert cut.startswith("cut off: peer closed connection without sending")
+        assert events[-1] == "other: HTTP/1.1 ok"
