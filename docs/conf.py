@@ -258,8 +258,28 @@ def resolve_package_names(
     return result
 
 
+def type_variables_as_text(
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.Element
+) -> nodes.Element | None:
+    """Show a type variable of the package (``T`` of ``Session[T]``) as plain text.
+
+    A TypeVar has no page of its own to link to; it reads as what it is.
+    """
+    module, _, name = str(node.get("reftarget", "")).rpartition(".")
+    if node.get("refdomain") != "py" or not module.startswith("trio_sessions"):
+        return None
+    kinds = tuple(
+        getattr(typing, kind)
+        for kind in ("TypeVar", "ParamSpec", "TypeVarTuple")
+        if hasattr(typing, kind)
+    )
+    value = getattr(sys.modules.get(module), name, None)
+    return contnode if isinstance(value, kinds) else None
+
+
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-signature", process_signature)
     # After napoleon (priority 500) has turned the docstring into reST.
     app.connect("autodoc-process-docstring", keep_attribute_colons, priority=600)
     app.connect("missing-reference", resolve_package_names)
+    app.connect("missing-reference", type_variables_as_text)
