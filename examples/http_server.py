@@ -1,11 +1,10 @@
 """HTTP server: Hypercorn on Trio, every request a session of one manager.
 
 The app and its serving loop are :mod:`trio_sessions.demo`, which
-``trio-sessions serve`` runs too; this script adds the command line and the
+``trio-sessions serve`` runs too, with the same options; this script adds the
 optional fleet-wide limit. Endpoints: ``/`` (hello), ``/slow?seconds=N`` (try
 timeouts), ``POST /echo`` (JSON echo), ``/error`` (raises), ``/metrics``
-(Prometheus) and ``/healthz`` (503 while draining). SIGINT/SIGTERM drains,
-prints the shutdown report, exits 0::
+(Prometheus) and ``/healthz`` (503 while draining)::
 
     python examples/http_server.py --port 8000 --max-sessions 100 --request-timeout 5
     curl -i 'http://127.0.0.1:8000/slow?seconds=10'     # 504 after 5 s
@@ -18,6 +17,11 @@ started that way shares one fleet-wide limit of 40 sessions (a
 ``trio_sessions_fleet_leases_held`` over the fleet, and takes the ``max`` of
 ``trio_sessions_fleet_leases``, which every process reports alike.
 
+The first SIGINT/SIGTERM drains and prints the shutdown report; a second one
+cancels what is left at once, prints the report too and exits 130. Exit
+status: 0 after a drain, 1 when the address cannot be bound, 2 on a bad option
+or a missing extra, 130 when a second signal cut the drain short.
+
 Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client), and
 ``trio-sessions[redis]`` for ``--redis-url``.
 """
@@ -25,58 +29,84 @@ Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client), and
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-import trio
+from trio_sessions import _server_options as options
 
-import trio_sessions as ts
-from trio_sessions.demo import build_app, serve
+PROG = "http_server.py"
+
+try:
+    from trio_sessions.demo import build_app, serve
+except ImportError as exc:  # the [servers] extra is not installed
+    sys.exit(options.missing_extra(PROG, exc))
+
+DEFAULT_FLEET_LIMIT = 100
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--max-sessions", type=int, default=100)
-    parser.add_argument("--max-waiting", type=int, default=0)
-    parser.add_argument("--request-timeout", type=float, default=30.0)
-    parser.add_argument("--shutdown-timeout", type=float, default=5.0)
-    parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
-    parser.add_argument(
-        "--redis-url",
-        help="share a fleet-wide limit through this Redis, e.g. redis://127.0.0.1/0",
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``trio-sessions serve``'s options, and the fleet's."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog=options.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--fleet-limit",
-        type=int,
-        default=100,
-        help="sessions at once across every process using --redis-url",
+    serving = options.add_session_options(parser, port=8000)
+    serving.add_argument(
+        "--max-body-bytes",
+        type=options.count("--max-body-bytes", 0),
+        default=1_048_576,
+        metavar="N",
+        help="largest request body, 413 beyond; default: %(default)s",
     )
-    parser.add_argument(
+    serving.add_argument(
         "--no-middleware",
         action="store_true",
         help="serve the bare app (the baseline of the wrk benchmark)",
     )
-    return parser.parse_args(argv)
+    fleet = parser.add_argument_group("fleet-wide limit (needs trio-sessions[redis])")
+    fleet.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share a fleet-wide limit through this Redis, e.g. redis://127.0.0.1/0",
+    )
+    fleet.add_argument(
+        "--fleet-limit",
+        type=options.count("--fleet-limit", 1),
+        metavar="N",
+        help="sessions at once across every process using --redis-url; "
+        f"needs --redis-url; default: {DEFAULT_FLEET_LIMIT}",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; exit 2 with one line on a bad value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fleet_limit is not None and not args.redis_url:
+        parser.error("--fleet-limit needs --redis-url (it is the Redis-held limit)")
+    try:
+        options.session_config(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.redis_url:
+        try:
+            import coredis  # noqa: F401
+        except ImportError as exc:
+            sys.exit(options.missing_extra(PROG, exc, extra="redis"))
+    return args
 
 
 async def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then drain and print the shutdown report."""
-    config = ts.SessionConfig(
-        max_sessions=args.max_sessions,
-        max_waiting=args.max_waiting,
-        request_timeout=None
-        if math.isinf(args.request_timeout)
-        else args.request_timeout,
-        shutdown_timeout=args.shutdown_timeout,
-    )
+    config = options.session_config(args)
     guard = None
     if args.redis_url:
         from trio_sessions.redis import RedisSessionLimit
 
-        guard = RedisSessionLimit.from_url(args.redis_url, limit=args.fleet_limit)
+        limit = DEFAULT_FLEET_LIMIT if args.fleet_limit is None else args.fleet_limit
+        guard = RedisSessionLimit.from_url(args.redis_url, limit=limit)
     app = build_app(
         config,
         use_middleware=not args.no_middleware,
@@ -84,9 +114,9 @@ async def main(args: argparse.Namespace) -> int:
         guard=guard,
     )
     return await serve(
-        app, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout
+        app, host=args.host, port=args.port, shutdown_timeout=config.shutdown_timeout
     )
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main, parse_args()))
+    sys.exit(options.run(PROG, main, parse_args()))

@@ -1,33 +1,42 @@
-"""Line-delimited JSON over raw TCP (``trio.serve_tcp``): each request is a session.
+"""Line-delimited JSON over raw TCP (``trio.serve_listeners``): a session per request.
 
 A request is one JSON object per line, ``{"id": 1, "op": "echo", "params": ...}``
-with ``op`` one of ``echo``, ``sleep`` (``params: {"seconds": N}``), ``fail`` or
-``stats`` (not a session). Every answer is one JSON line: ``{"id": 1, "result": ...}``
-or ``{"id": 1, "error": {"code": "capacity", "message": "..."}}``::
+with ``op`` one of ``echo``, ``sleep`` (``params: {"seconds": N}``, 0 to 600),
+``fail`` or ``stats`` (not a session). Every answer is one JSON line:
+``{"id": 1, "result": ...}`` or
+``{"id": 1, "error": {"code": "capacity", "message": "..."}}``. Only standard
+JSON is read and written: ``NaN``, ``Infinity`` or ``1e400`` get ``bad_json``::
 
     python examples/tcp_json_server.py --port 9000
     printf '{"id": 1, "op": "echo", "params": "hi"}\\n' | nc -q 1 127.0.0.1 9000
 
-A client that closes its connection cancels its request in flight.
-SIGINT/SIGTERM drains, prints the shutdown report and exits 0.
+A client may shut down its sending side once it has sent its requests (as
+``nc -q`` does) and still read the answers; the server then sends one space,
+which JSON allows before a value, to find out whether it can still read. A
+client that closed its connection can no longer read the answer: its request
+in flight is cancelled.
+
+The first SIGINT/SIGTERM drains and prints the shutdown report; a second one
+cancels what is left at once, prints the report too and exits 130. Exit
+status: 0 after a drain, 1 when the address cannot be bound, 2 on a bad
+option, 130 when a second signal cut the drain short.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import signal
+import socket
 import sys
-from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
 import trio_sessions as ts
+from trio_sessions import _server_options as options
+from trio_sessions import _wire as wire
 
-MAX_SLEEP = 600.0
+PROG = "tcp_json_server.py"
 RECEIVE_SIZE = 65_536
 
 
@@ -35,16 +44,28 @@ class BadRequest(Exception):
     """The request line is JSON but not a valid request."""
 
 
+def check_params(op: str, params: Any) -> Any:
+    """Refuse a request's params before it is admitted; return what ``run_op`` needs.
+
+    Raises:
+      BadRequest: the params do not fit the op.
+    """
+    if op != "sleep":
+        return params
+    seconds = params.get("seconds", 1) if isinstance(params, dict) else params
+    try:
+        return wire.sleep_seconds(seconds)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"sleep needs params {{'seconds': <number>}}: {exc}") from None
+
+
 async def run_op(op: str, params: Any) -> Any:
     """The work one request asks for; runs as a session."""
     if op == "echo":
         return params
     if op == "sleep":
-        seconds = params.get("seconds", 1) if isinstance(params, dict) else params
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise BadRequest("sleep needs params {'seconds': <number>}")
-        await trio.sleep(min(max(float(seconds), 0.0), MAX_SLEEP))
-        return {"slept": seconds}
+        await trio.sleep(params)
+        return {"slept": params}
     if op == "fail":
         raise RuntimeError("this op always fails")
     raise BadRequest(f"unknown op {op!r}")  # pragma: no cover - checked before
@@ -52,12 +73,54 @@ async def run_op(op: str, params: Any) -> Any:
 
 def encode(value: object) -> bytes:
     """One JSON answer line."""
-    return json.dumps(value, separators=(",", ":"), default=dict).encode() + b"\n"
+    return wire.dumps(value, separators=(",", ":"), default=dict).encode() + b"\n"
 
 
 def error(request_id: object, code: str, message: str) -> bytes:
     """One JSON error line."""
     return encode({"id": request_id, "error": {"code": code, "message": message}})
+
+
+@attrs.define
+class Connection:
+    """One client: its stream, the request it waits for, what is unanswered."""
+
+    stream: trio.SocketStream
+    scope: trio.CancelScope
+    current: list[ts.Session] = attrs.Factory(list)
+    unanswered: int = 0
+    send_lock: trio.Lock = attrs.Factory(trio.Lock)
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` whole, never interleaved with the probe."""
+        async with self.send_lock:
+            await self.stream.send_all(data)
+
+    def abandon(self) -> None:
+        """The client cannot read any more: cancel its request and stop serving it."""
+        for session in self.current:
+            session.cancel()
+        self.scope.cancel()
+
+    async def watch_after_eof(self) -> None:
+        """After the client's end of stream, abandon it once it cannot read either.
+
+        An end of stream does not tell a closed socket from a half-closed one
+        (``shutdown(SHUT_WR)``) that still reads. One space, which JSON allows
+        before a value, tells: a closed socket answers it with a reset, which
+        ``SO_ERROR`` then shows.
+        """
+        if not self.unanswered:
+            return
+        try:
+            await self.send(b" ")
+            delay = 0.01
+            while not self.stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                await trio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self.abandon()
 
 
 class Server:
@@ -82,20 +145,21 @@ class Server:
         host, port = stream.socket.getpeername()[:2]
         peer = f"{host}:{port}"
         send_lines, receive_lines = trio.open_memory_channel[bytes | None](8)
-        current: list[ts.Session] = []
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_lines, stream, send_lines, current)
+                connection = Connection(stream, nursery.cancel_scope)
+                nursery.start_soon(self._read_lines, connection, send_lines)
                 async with receive_lines:
                     async for line in receive_lines:
                         self._in_flight += 1
                         self._idle = trio.Event()
                         try:
-                            answer = await self._answer(line, peer, current)
-                            await stream.send_all(answer)
+                            answer = await self._answer(line, peer, connection.current)
+                            await connection.send(answer)
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            break  # the client went away (the reader saw it too)
+                            break  # the client cannot read the answers any more
                         finally:
+                            connection.unanswered -= 1
                             self._in_flight -= 1
                             if not self._in_flight:
                                 self._idle.set()
@@ -105,10 +169,7 @@ class Server:
                 await stream.aclose()
 
     async def _read_lines(
-        self,
-        stream: trio.SocketStream,
-        lines: trio.MemorySendChannel[bytes | None],
-        current: list[ts.Session],
+        self, connection: Connection, lines: trio.MemorySendChannel[bytes | None]
     ) -> None:
         """Split the byte stream into lines of bounded length; ``None`` = too long."""
         buffer = bytearray()
@@ -116,13 +177,15 @@ class Server:
         async with lines:
             while True:
                 try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
+                    data = await connection.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                    connection.abandon()  # reset: the client is gone
+                    return
                 if not data:
-                    # The client closed the connection: whatever it asked is abandoned.
-                    for session in current:
-                        session.cancel()
+                    # No more requests; those read are still answered, if the
+                    # client can read the answers.
+                    await lines.aclose()
+                    await connection.watch_after_eof()
                     return
                 buffer += data
                 while True:
@@ -130,7 +193,7 @@ class Server:
                     if newline < 0:
                         if len(buffer) > self.max_line_bytes:
                             if not skipping:
-                                await lines.send(None)
+                                await self._send_line(connection, lines, None)
                                 skipping = True
                             buffer.clear()
                         break
@@ -139,9 +202,18 @@ class Server:
                     if skipping:
                         skipping = False
                     elif len(line) > self.max_line_bytes:
-                        await lines.send(None)
+                        await self._send_line(connection, lines, None)
                     elif line.strip():
-                        await lines.send(line)
+                        await self._send_line(connection, lines, line)
+
+    @staticmethod
+    async def _send_line(
+        connection: Connection,
+        lines: trio.MemorySendChannel[bytes | None],
+        line: bytes | None,
+    ) -> None:
+        connection.unanswered += 1
+        await lines.send(line)
 
     async def _answer(
         self, line: bytes | None, peer: str, current: list[ts.Session]
@@ -153,8 +225,8 @@ class Server:
                 f"request line over {self.max_line_bytes} bytes, ignored",
             )
         try:
-            request = json.loads(line)
-        except ValueError as exc:
+            request = wire.loads(line)
+        except ValueError as exc:  # not JSON, or NaN, Infinity, 1e400
             return error(None, "bad_json", f"malformed JSON: {exc}")
         if not isinstance(request, dict):
             return error(None, "bad_request", "a request must be a JSON object")
@@ -165,8 +237,12 @@ class Server:
         if op not in self.OPS:
             return error(request_id, "bad_request", f"unknown op {op!r}")
         try:
+            params = check_params(op, request.get("params"))
+        except BadRequest as exc:
+            return error(request_id, "bad_request", str(exc))
+        try:
             session = await self.manager.start_session(
-                run_op, op, request.get("params"), metadata={"peer": peer, "op": op}
+                run_op, op, params, metadata={"peer": peer, "op": op}
             )
         except ts.RejectedError as exc:
             return error(request_id, exc.reason, str(exc))
@@ -177,8 +253,6 @@ class Server:
             return error(request_id, "timeout", "request timed out")
         except ts.SessionCancelled as exc:
             return error(request_id, "cancelled", str(exc))
-        except BadRequest as exc:
-            return error(request_id, "bad_request", str(exc))
         except Exception as exc:
             return error(request_id, "error", f"{type(exc).__name__}: {exc}")
         finally:
@@ -187,58 +261,74 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         """The manager's statistics as plain JSON values."""
-        return json.loads(encode(attrs.asdict(self.manager.statistics())))
+        stats: dict[str, Any] = wire.loads(
+            encode(attrs.asdict(self.manager.statistics()))
+        )
+        return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``trio-sessions serve``'s options, and the line limit."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog=options.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serving = options.add_session_options(parser, port=9000)
+    serving.add_argument(
+        "--max-line-bytes",
+        type=options.count("--max-line-bytes", 1),
+        default=65_536,
+        metavar="N",
+        help="longest request line; longer ones get line_too_long; "
+        "default: %(default)s",
+    )
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
-    parser.add_argument("--max-sessions", type=int, default=100)
-    parser.add_argument("--max-waiting", type=int, default=0)
-    parser.add_argument("--request-timeout", type=float, default=30.0)
-    parser.add_argument("--shutdown-timeout", type=float, default=5.0)
-    parser.add_argument("--max-line-bytes", type=int, default=65_536)
-    return parser.parse_args(argv)
+    """Parse and check the command line; exit 2 with one line on a bad value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options.session_config(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then drain and print the shutdown report."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with ts.open_session_manager(
-            max_sessions=args.max_sessions,
-            max_waiting=args.max_waiting,
-            request_timeout=None
-            if math.isinf(args.request_timeout)
-            else args.request_timeout,
-            shutdown_timeout=args.shutdown_timeout,
-        ) as manager:
+    config = options.session_config(args)
+    hurry = trio.CancelScope()  # what a second signal cancels: the drain
+    async with options.open_signals(hurry) as signals:
+        listeners = await options.listen_tcp(args.host, args.port)
+        async with ts.open_session_manager(config) as manager:
             server = Server(manager, args.max_line_bytes)
             async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    partial(trio.serve_tcp, server.handle, args.port, host=args.host)
-                )
+                nursery.start_soon(trio.serve_listeners, server.handle, listeners)
                 host, port = listeners[0].socket.getsockname()[:2]
                 print(f"listening on {host}:{port}", flush=True)
-                async for signum in signals:
-                    print(
-                        f"received {signal.Signals(signum).name}, draining", flush=True
-                    )
-                    break
-                # Requests arriving from now on are answered "shutting_down".
-                report = await manager.shutdown()
-                with trio.move_on_after(2.0):
-                    await server.wait_idle()  # the last answers reach their clients
+                with hurry:
+                    await signals.wait()
+                    first = options.signal_name(signals.received[0])
+                    print(f"received {first}, draining", flush=True)
+                    # Requests arriving from now on are answered "shutting_down".
+                    await manager.shutdown()
+                    with trio.move_on_after(2.0):
+                        await server.wait_idle()  # the last answers go out
                 nursery.cancel_scope.cancel()
-            print(f"shutdown report: {encode(attrs.asdict(report)).decode()}", end="")
-            print(
-                f"final statistics: {encode(server.stats()).decode()}",
-                end="",
-                flush=True,
-            )
-    return 0
+            if hurry.cancelled_caught:
+                print(options.forced_line(signals), flush=True)
+            # The drain's report; after a second signal, the manager's own
+            # cancelling of what was left, once it has unwound.
+            report = await manager.shutdown()
+        stats = attrs.asdict(manager.statistics())
+        print(f"shutdown report: {encode(attrs.asdict(report)).decode()}", end="")
+        print(f"final statistics: {encode(stats).decode()}", end="", flush=True)
+    return options.EXIT_FORCED if hurry.cancelled_caught else options.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main, parse_args()))
+    sys.exit(options.run(PROG, main, parse_args()))

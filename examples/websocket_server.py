@@ -1,7 +1,8 @@
 """JSON-RPC 2.0 over WebSockets (trio-websocket): each ``tools/call`` is a session.
 
 Methods: ``tools/list``, ``tools/call`` (``{"name": "echo" | "sleep" | "fail",
-"arguments": {...}}``) and ``server/stats`` (not a session). Calls on one
+"arguments": {...}}``, ``sleep`` taking ``{"seconds": N}``, 0 to 600) and
+``server/stats`` (not a session). Calls on one
 connection run concurrently; refusals come back as JSON-RPC errors (-32001
 capacity, -32002 shutting down, -32003 metadata, -32004 timeout, -32005
 cancelled). Closing the connection cancels its calls in flight::
@@ -10,31 +11,40 @@ cancelled). Closing the connection cancels its calls in flight::
     # send: {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
     #        "params": {"name": "echo", "arguments": {"text": "hi"}}}
 
-SIGINT/SIGTERM drains, closes connections with 1001, prints the report, exits 0.
+A batch (a JSON array of calls) gets an array of the answers, one per call
+that is not a notification, as JSON-RPC 2.0 section 6 says; an ``id`` must be
+a string, a number or null. Only standard JSON is read and written: ``NaN``,
+``Infinity`` or ``1e400`` get -32700 (parse error).
+
+The first SIGINT/SIGTERM drains, closes the connections with 1001 and prints
+the shutdown report; a second one cancels what is left at once, prints the
+report too and exits 130. Exit status: 0 after a drain, 1 when the address
+cannot be bound, 2 on a bad option or a missing extra, 130 when a second
+signal cut the drain short.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import signal
 import sys
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    serve_websocket,
-)
 
 import trio_sessions as ts
+from trio_sessions import _server_options as options
+from trio_sessions import _wire as wire
 
-MAX_SLEEP = 600.0
+PROG = "websocket_server.py"
+
+try:
+    from trio_websocket import ConnectionClosed, WebSocketServer
+except ImportError as exc:  # the [servers] extra is not installed
+    sys.exit(options.missing_extra(PROG, exc))
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection, WebSocketRequest
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -56,24 +66,47 @@ class InvalidParams(Exception):
     """The call's params do not fit the tool."""
 
 
+def check_arguments(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a call's arguments before it is admitted.
+
+    Raises:
+      InvalidParams: the arguments do not fit the tool.
+    """
+    if name not in {tool["name"] for tool in TOOLS}:
+        raise InvalidParams(f"unknown tool {name!r}")
+    if name == "sleep":
+        try:
+            wire.sleep_seconds(arguments.get("seconds", 1))
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(
+                f"sleep needs arguments {{'seconds': <number>}}: {exc}"
+            ) from None
+    return arguments
+
+
 async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
     """Run one tool; this is the session's function."""
     if name == "echo":
         return arguments
     if name == "sleep":
         seconds = arguments.get("seconds", 1)
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise InvalidParams("sleep needs arguments {'seconds': <number>}")
-        await trio.sleep(min(max(float(seconds), 0.0), MAX_SLEEP))
+        await trio.sleep(seconds)
         return {"slept": seconds}
     if name == "fail":
         raise RuntimeError("this tool always fails")
-    raise InvalidParams(f"unknown tool {name!r}")
+    raise InvalidParams(f"unknown tool {name!r}")  # pragma: no cover - checked before
 
 
 def result(request_id: object, value: object) -> dict[str, Any]:
     """A JSON-RPC success response."""
     return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def is_valid_id(value: object) -> bool:
+    """JSON-RPC 2.0 ids are strings, numbers or null (absent: a notification)."""
+    if isinstance(value, bool):
+        return False
+    return value is None or isinstance(value, (str, int, float))
 
 
 def failure(
@@ -134,7 +167,7 @@ class Server:
         try:
             answer = await self._answer(message, peer, sessions)
             if answer is not None:
-                await ws.send_message(json.dumps(answer, default=dict))
+                await ws.send_message(wire.dumps(answer, default=dict))
         except ConnectionClosed:
             pass
         finally:
@@ -144,15 +177,40 @@ class Server:
 
     async def _answer(
         self, message: str | bytes, peer: str, sessions: set[ts.Session]
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
-            request = json.loads(message)
-        except ValueError as exc:
+            request = wire.loads(message)
+        except ValueError as exc:  # not JSON, or NaN, Infinity, 1e400
             return failure(None, PARSE_ERROR, "Parse error", str(exc))
+        if isinstance(request, list):
+            return await self._batch(request, peer, sessions)
+        return await self._request(request, peer, sessions)
+
+    async def _batch(
+        self, requests: list[Any], peer: str, sessions: set[ts.Session]
+    ) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """Answer each call of a batch, concurrently; notifications get no answer."""
+        if not requests:
+            return failure(None, INVALID_REQUEST, "Invalid Request", "empty batch")
+        answers: list[dict[str, Any] | None] = [None] * len(requests)
+
+        async def answer(index: int, request: Any) -> None:
+            answers[index] = await self._request(request, peer, sessions)
+
+        async with trio.open_nursery() as nursery:
+            for index, request in enumerate(requests):
+                nursery.start_soon(answer, index, request)
+        # A batch of notifications only is answered with nothing at all.
+        return [reply for reply in answers if reply is not None] or None
+
+    async def _request(
+        self, request: Any, peer: str, sessions: set[ts.Session]
+    ) -> dict[str, Any] | None:
         if (
             not isinstance(request, dict)
             or request.get("jsonrpc") != "2.0"
             or not isinstance(request.get("method"), str)
+            or not is_valid_id(request.get("id"))
         ):
             return failure(None, INVALID_REQUEST, "Invalid Request")
         is_notification = "id" not in request
@@ -182,11 +240,12 @@ class Server:
             )
         name = params["name"]
         try:
+            arguments = check_arguments(name, params.get("arguments", {}))
+        except InvalidParams as exc:
+            return failure(request_id, INVALID_PARAMS, "Invalid params", str(exc))
+        try:
             session = await self.manager.start_session(
-                call_tool,
-                name,
-                params.get("arguments", {}),
-                metadata={"peer": peer, "tool": name[:64]},
+                call_tool, name, arguments, metadata={"peer": peer, "tool": name[:64]}
             )
         except ts.RejectedError as exc:
             code = REJECTION_CODES.get(exc.reason, INTERNAL_ERROR)
@@ -209,7 +268,7 @@ class Server:
             )
         finally:
             sessions.discard(session)
-        text = json.dumps(value)
+        text = wire.dumps(value)
         return result(
             request_id,
             {
@@ -221,64 +280,79 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         """The manager's statistics as plain JSON values."""
-        text = json.dumps(attrs.asdict(self.manager.statistics()), default=dict)
-        return json.loads(text)
+        text = wire.dumps(attrs.asdict(self.manager.statistics()), default=dict)
+        stats: dict[str, Any] = wire.loads(text)
+        return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``trio-sessions serve``'s options, and the message limit."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog=options.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serving = options.add_session_options(parser, port=8765)
+    serving.add_argument(
+        "--max-message-bytes",
+        type=options.count("--max-message-bytes", 1),
+        default=65_536,
+        metavar="N",
+        help="largest message; a longer one closes the connection with 1009; "
+        "default: %(default)s",
+    )
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--max-sessions", type=int, default=100)
-    parser.add_argument("--max-waiting", type=int, default=0)
-    parser.add_argument("--request-timeout", type=float, default=30.0)
-    parser.add_argument("--shutdown-timeout", type=float, default=5.0)
-    parser.add_argument("--max-message-bytes", type=int, default=65_536)
-    return parser.parse_args(argv)
+    """Parse and check the command line; exit 2 with one line on a bad value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options.session_config(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then drain and print the shutdown report."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with ts.open_session_manager(
-            max_sessions=args.max_sessions,
-            max_waiting=args.max_waiting,
-            request_timeout=None
-            if math.isinf(args.request_timeout)
-            else args.request_timeout,
-            shutdown_timeout=args.shutdown_timeout,
-        ) as manager:
+    config = options.session_config(args)
+    hurry = trio.CancelScope()  # what a second signal cancels: the drain
+    async with options.open_signals(hurry) as signals:
+        listeners = await options.listen_tcp(args.host, args.port)
+        async with ts.open_session_manager(config) as manager:
             server = Server(manager)
+            websocket_server = WebSocketServer(
+                server.handle, listeners, max_message_size=args.max_message_bytes
+            )
             async with trio.open_nursery() as nursery:
-                websocket_server = await nursery.start(
-                    partial(
-                        serve_websocket,
-                        server.handle,
-                        args.host,
-                        args.port,
-                        None,
-                        max_message_size=args.max_message_bytes,
-                    )
-                )
-                print(f"listening on {args.host}:{websocket_server.port}", flush=True)
-                async for signum in signals:
-                    print(
-                        f"received {signal.Signals(signum).name}, draining", flush=True
-                    )
-                    break
-                # Calls arriving from now on are answered -32002 (shutting down).
-                report = await manager.shutdown()
-                with trio.move_on_after(2.0):
-                    await server.wait_idle()  # the last answers reach their clients
-                with trio.move_on_after(2.0):
-                    for ws in list(server.connections):
-                        await ws.aclose(1001, "server shutting down")
+                await nursery.start(websocket_server.run)
+                host, port = listeners[0].socket.getsockname()[:2]
+                print(f"listening on {host}:{port}", flush=True)
+                with hurry:
+                    await signals.wait()
+                    first = options.signal_name(signals.received[0])
+                    print(f"received {first}, draining", flush=True)
+                    # Calls arriving from now on are answered -32002 (shutting down).
+                    await manager.shutdown()
+                    with trio.move_on_after(2.0):
+                        await server.wait_idle()  # the last answers go out
+                    with trio.move_on_after(2.0):
+                        for ws in list(server.connections):
+                            await ws.aclose(1001, "server shutting down")
                 nursery.cancel_scope.cancel()
-            print(f"shutdown report: {json.dumps(attrs.asdict(report))}")
-            print(f"final statistics: {json.dumps(server.stats())}", flush=True)
-    return 0
+            if hurry.cancelled_caught:
+                print(options.forced_line(signals), flush=True)
+            # The drain's report; after a second signal, the manager's own
+            # cancelling of what was left, once it has unwound.
+            report = await manager.shutdown()
+        stats = attrs.asdict(manager.statistics())
+        print(f"shutdown report: {wire.dumps(attrs.asdict(report))}")
+        print(f"final statistics: {wire.dumps(stats, default=dict)}", flush=True)
+    return options.EXIT_FORCED if hurry.cancelled_caught else options.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main, parse_args()))
+    sys.exit(options.run(PROG, main, parse_args()))

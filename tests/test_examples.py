@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,17 @@ async def test_tcp_example_answers_each_line(tmp_path: Path) -> None:
                 {"id": 5, "op": "sleep", "params": {"seconds": 9}}
             )
             assert answer["error"]["code"] == "timeout"
+            # Not JSON, though Python's json reads it: refused, never echoed.
+            for raw in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+                await client.send_raw(b'{"id": 8, "op": "echo", "params": %s}\n' % raw)
+                assert (await client.receive())["error"]["code"] == "bad_json"
+            # Refused as HTTP's /slow refuses them, before any session.
+            for seconds in (-1, 601, "1", 10**100):
+                answer = await client.call(
+                    {"id": 9, "op": "sleep", "params": {"seconds": seconds}}
+                )
+                assert answer["error"]["code"] == "bad_request"
+                assert "seconds must be" in answer["error"]["message"]
 
             holder = await LineClient.connect(server.port)
             await holder.send({"id": 6, "op": "sleep", "params": {"seconds": 0.5}})
@@ -385,6 +397,51 @@ async def test_tcp_example_disconnect_and_storm(tmp_path: Path) -> None:
             assert stats["succeeded"] == ok
             assert stats["rejections"]["capacity"] == stats["rejected"] == refused
             assert stats["peak_active"] == 100
+
+
+async def test_tcp_example_half_close_still_gets_its_answers(tmp_path: Path) -> None:
+    """A client that shuts down its sending side still reads every answer.
+
+    As ``printf ... | nc -q 1`` does: the requests, then ``shutdown(SHUT_WR)``,
+    then reading to the end. Only a client that can no longer read (one that
+    closed its socket, as test_tcp_example_disconnect_and_storm checks) has
+    its session cancelled.
+    """
+    with trio.fail_after(60):
+        async with run_example("tcp_json_server", tmp_path) as server:
+
+            async def half_close(index: int) -> list[dict[str, Any]]:
+                sock = trio.socket.socket()
+                with sock:
+                    await sock.connect(("127.0.0.1", server.port))
+                    lines = [
+                        {"id": index, "op": "sleep", "params": {"seconds": 0.3}},
+                        {"id": -index, "op": "echo", "params": index},
+                    ]
+                    await sock.send(
+                        b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+                    )
+                    sock.shutdown(socket.SHUT_WR)
+                    data = b""
+                    while chunk := await sock.recv(65_536):
+                        data += chunk
+                return [json.loads(line) for line in data.splitlines()]
+
+            answers: dict[int, list[dict[str, Any]]] = {}
+
+            async def one(index: int) -> None:
+                answers[index] = await half_close(index)
+
+            async with trio.open_nursery() as nursery:
+                for index in range(1, 6):
+                    nursery.start_soon(one, index)
+            for index, got in answers.items():
+                assert got == [
+                    {"id": index, "result": {"slept": 0.3}},
+                    {"id": -index, "result": index},
+                ]
+            stats = await tcp_stats(server.port)
+            assert (stats["succeeded"], stats["cancelled"]) == (10, 0)
 
 
 async def test_tcp_example_sigint_drains(tmp_path: Path) -> None:
@@ -477,6 +534,45 @@ async def test_websocket_example_json_rpc(tmp_path: Path) -> None:
             assert stats["rejections"]["capacity"] == 1
             assert stats["active"] == stats["metadata_bytes"] == 0
 
+            # Not JSON, though Python's json reads it: a parse error.
+            for raw in ("NaN", "Infinity", "-Infinity", "1e400"):
+                answer = await call(rpc(10, "echo", x=0).replace("0}", raw + "}"))
+                assert (answer["id"], answer["error"]["code"]) == (None, -32700)
+            answer = await call(rpc(11, "sleep", seconds=-1))
+            assert (answer["id"], answer["error"]["code"]) == (11, -32602)
+            # Only a string, a number or null is an id.
+            for bad_id in ('{"a": 1}', "[1]", "true"):
+                answer = await call(
+                    f'{{"jsonrpc": "2.0", "id": {bad_id}, "method": "tools/list"}}'
+                )
+                assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+
+            # Batches (JSON-RPC 2.0 section 6): an answer per call, none for
+            # notifications; an empty batch is one Invalid Request.
+            listing = {"jsonrpc": "2.0", "method": "tools/list"}
+            batch = [
+                {**listing, "id": "a"},
+                listing,  # a notification
+                {**listing, "id": {"no": 1}},
+                1,
+                {**listing, "id": 7, "method": "x/y"},
+            ]
+            answers = await call(json.dumps(batch))
+            assert isinstance(answers, list)
+            # Answers may come in any order; each call is answered once.
+            got = sorted(
+                (repr(a["id"]), a.get("error", {}).get("code")) for a in answers
+            )
+            assert got == [("'a'", None), ("7", -32601)] + [("None", -32600)] * 2
+            assert next(a for a in answers if a["id"] == "a")["result"]["tools"]
+            answer = await call("[]")
+            assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+            # A batch of notifications only gets no answer at all: the next
+            # message's answer is the next one to come.
+            await ws.send_message(json.dumps([listing, listing]))
+            answer = await call('{"jsonrpc": "2.0", "id": 12, "method": "tools/list"}')
+            assert answer["id"] == 12
+
             await ws.send_message("x" * 5000)
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
@@ -557,10 +653,12 @@ async def test_serve_subcommand_serves_and_drains(tmp_path: Path) -> None:
 
 
 def test_serve_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
-    """Invalid capacity is reported on stderr with exit status 2, nothing served."""
+    """Invalid capacity is a usage error (status 2) naming the option."""
     parser = argparse.ArgumentParser()
     _serve.configure_parser(parser)
-    assert _serve.run(parser.parse_args(["--max-sessions", "0"])) == 2
-    assert "max_sessions" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--max-sessions", "0"])
+    assert exited.value.code == 2
+    assert "--max-sessions: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["--request-timeout", "soon"])

@@ -1,7 +1,8 @@
 """The ``trio-sessions serve`` subcommand: the demo app of :mod:`trio_sessions.demo`.
 
-``configure_parser`` adds the options to the CLI's subparser; ``run`` serves until
-SIGINT/SIGTERM, drains, prints the shutdown report and returns the exit status.
+``configure_parser`` adds the options (the example servers' own, see
+:mod:`trio_sessions._server_options`) to the CLI's subparser; ``run`` serves
+until SIGINT/SIGTERM, drains, prints the shutdown report and returns the status.
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-import trio
-
-from . import SessionConfig
+from ._server_options import (
+    EPILOG,
+    EXIT_USAGE,
+    add_session_options,
+    count,
+    missing_extra,
+    session_config,
+)
+from ._server_options import run as run_server
 
 __all__ = ["configure_parser", "run"]
 
-_INSTALL_HINT = "trio-sessions serve needs: pip install 'trio-sessions[servers]'"
+PROG = "trio-sessions serve"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -28,91 +35,48 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         sys.exit(run(parser.parse_args()))
     """
     parser.description = (
-        "Serve the demo HTTP app (/, /slow?seconds=N, POST /echo, /error, "
-        "/metrics, /healthz) on Hypercorn, every request a session."
+        "Serve the demo HTTP app (/, /slow?seconds=N, POST /echo, /error,\n"
+        "/metrics, /healthz) on Hypercorn, every request a session.\n"
+        "Needs: pip install 'trio-sessions[servers]'."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
-    parser.add_argument(
-        "--port", type=int, default=8000, help="0 picks a free port; default: 8000"
-    )
-    parser.add_argument(
-        "--max-sessions", type=int, default=100, help="capacity; default: 100"
-    )
-    parser.add_argument(
-        "--max-waiting",
-        type=int,
-        default=0,
-        help="requests allowed to queue for a slot; default: 0",
-    )
-    parser.add_argument(
-        "--wait-timeout",
-        type=_seconds_or_none,
-        default=None,
-        help="longest wait in the queue, seconds or 'none'; default: none",
-    )
-    parser.add_argument(
-        "--request-timeout",
-        type=_seconds_or_none,
-        default=30.0,
-        help="per-request deadline, seconds or 'none'; default: 30",
-    )
-    parser.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=5.0,
-        help="drain budget on SIGINT/SIGTERM, seconds; default: 5",
-    )
-    parser.add_argument(
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = f"{parser.epilog}\n\n{EPILOG}" if parser.epilog else EPILOG
+    serving = add_session_options(parser, port=8000)
+    serving.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=count("--max-body-bytes", minimum=0),
         default=1_048_576,
-        help="largest request body; default: 1048576",
+        metavar="N",
+        help="largest request body, 413 beyond; default: %(default)s",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; return 0 after a drain, 2 on bad options.
+    """Serve until SIGINT/SIGTERM; return the status the epilog documents.
 
-    ::
+    0 after a drain, 1 when the address cannot be bound, 2 on bad options or
+    a missing extra, 130 when a second signal cut the drain short::
 
         status = run(parser.parse_args(["--port", "0", "--max-sessions", "50"]))
     """
     try:
-        config = SessionConfig(
-            max_sessions=args.max_sessions,
-            max_waiting=args.max_waiting,
-            wait_timeout=args.wait_timeout,
-            request_timeout=args.request_timeout,
-            shutdown_timeout=args.shutdown_timeout,
-        )
+        session_config(args)
     except (TypeError, ValueError) as exc:
-        print(f"trio-sessions serve: {exc}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         import hypercorn  # noqa: F401
         import prometheus_client  # noqa: F401
-    except ImportError:
-        print(_INSTALL_HINT, file=sys.stderr)
-        return 2
-    status: int = trio.run(_serve, args, config)
-    return status
+    except ImportError as exc:
+        return missing_extra(PROG, exc)
+    return run_server(PROG, _serve, args)
 
 
-async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
+async def _serve(args: argparse.Namespace) -> int:
     from .demo import build_app, serve
 
+    config = session_config(args)
     app = build_app(config, max_body_bytes=args.max_body_bytes)
     return await serve(
         app, host=args.host, port=args.port, shutdown_timeout=config.shutdown_timeout
     )
-
-
-def _seconds_or_none(text: str) -> float | None:
-    if text.strip().lower() in {"none", "inf", "off"}:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected seconds or 'none', got {text!r}"
-        ) from None

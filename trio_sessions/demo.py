@@ -14,23 +14,27 @@ Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client).
 
 from __future__ import annotations
 
-import json
-import signal
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
 import trio
 
-from . import AdmissionGuard, SessionConfig
+from . import AdmissionGuard, SessionConfig, ShutdownReport
+from ._server_options import (
+    EXIT_FORCED,
+    EXIT_OK,
+    ListenError,
+    cannot_listen,
+    forced_line,
+    open_signals,
+    signal_name,
+)
+from ._wire import MAX_SLEEP, dumps, loads, parse_sleep
 from .asgi import ASGIApp, Message, Receive, Scope, Send, SessionMiddleware
 from .prometheus import FleetSource
 
 __all__ = ["MAX_SLEEP", "build_app", "serve"]
-
-MAX_SLEEP = 600.0
-"""The longest ``/slow`` accepts, in seconds."""
 
 
 def build_app(
@@ -77,20 +81,17 @@ def build_app(
         elif path == "/slow":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             try:
-                seconds = float(query.get("seconds", ["1"])[0])
-            except ValueError:
-                await _respond(send, 400, b"seconds must be a number\n")
-                return
-            if not 0 <= seconds <= MAX_SLEEP:
-                await _respond(send, 400, f"0 <= seconds <= {MAX_SLEEP}\n".encode())
+                seconds = parse_sleep(query.get("seconds", ["1"])[0])
+            except ValueError as exc:
+                await _respond(send, 400, f"{exc}\n".encode())
                 return
             await trio.sleep(seconds)
             await _respond(send, 200, f"slept {seconds}\n".encode())
         elif path == "/echo" and scope["method"] == "POST":
             body = await _read_body(receive)
             try:
-                value = json.loads(body)
-            except ValueError as exc:
+                value = loads(body)
+            except ValueError as exc:  # not JSON, or NaN, Infinity, 1e400
                 await _respond_json(send, 400, {"error": f"malformed JSON: {exc}"})
                 return
             await _respond_json(send, 200, {"echo": value})
@@ -125,12 +126,19 @@ def build_app(
 async def serve(app: ASGIApp, *, host: str, port: int, shutdown_timeout: float) -> int:
     """Serve ``app`` on Hypercorn until SIGINT/SIGTERM; drain, report, return 0.
 
-    Prints ``listening on HOST:PORT`` once bound (port 0 picks a free one),
-    then, for a :class:`~trio_sessions.asgi.SessionMiddleware`, drains its
-    sessions for up to ``shutdown_timeout`` seconds before Hypercorn stops, and
-    prints the shutdown report and the final statistics as JSON lines::
+    Prints ``listening on HOST:PORT`` once bound (port 0 picks a free one).
+    On the first SIGINT or SIGTERM, for a
+    :class:`~trio_sessions.asgi.SessionMiddleware`, it drains the sessions for
+    up to ``shutdown_timeout`` seconds (new requests get 503) before Hypercorn
+    stops; a second signal cancels whatever is left at once. Either way it
+    prints the shutdown report and the final statistics as JSON lines, and
+    returns 0 after a drain, 130 when a second signal cut it short::
 
         status = await serve(app, host="127.0.0.1", port=0, shutdown_timeout=5.0)
+
+    Raises:
+      OSError: ``host:port`` cannot be bound (in use, not a local address);
+        the message names the address.
     """
     import hypercorn.config
     import hypercorn.trio
@@ -145,27 +153,63 @@ async def serve(app: ASGIApp, *, host: str, port: int, shutdown_timeout: float) 
     server_config.graceful_timeout = 2.0
     server_config.shutdown_timeout = shutdown_timeout + 10.0
     stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    _as_framework(app),
-                    server_config,
-                    shutdown_trigger=stop.wait,
-                )
+    stopped = trio.Event()
+    hurry = trio.CancelScope()
+    failure: ListenError | None = None
+
+    async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await hypercorn.trio.serve(
+                _as_framework(app),
+                server_config,
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
             )
+        finally:
+            stopped.set()
+
+    async with open_signals(hurry) as signals, trio.open_nursery() as nursery:
+        try:
+            binds: list[str] = await nursery.start(run_server)
+        except Exception as exc:  # Hypercorn binds inside its nurseries
+            failure = cannot_listen(host, port, exc)
+            if failure is None:
+                raise
+        else:
             print(f"listening on {binds[0].removeprefix('http://')}", flush=True)
-            async for signum in signals:
-                print(f"received {signal.Signals(signum).name}, draining", flush=True)
-                break
-            if isinstance(app, SessionMiddleware):
-                await app.shutdown()
-            stop.set()
+            with hurry:
+                await signals.wait()
+                first = signal_name(signals.received[0])
+                print(f"received {first}, draining", flush=True)
+                if isinstance(app, SessionMiddleware):
+                    await app.shutdown()
+                stop.set()
+                await stopped.wait()
+            if hurry.cancelled_caught:
+                # The drain was cancelled, and with it the sessions left: stop
+                # Hypercorn at once too, without its grace period.
+                print(forced_line(signals), flush=True)
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     if isinstance(app, SessionMiddleware):
-        print(f"shutdown report: {_to_json(app.shutdown_report)}")
-        print(f"final statistics: {_to_json(app.manager.statistics())}", flush=True)
-    return 0
+        report = await _report(app)
+        if report is not None:
+            print(f"shutdown report: {_to_json(report)}")
+            print(f"final statistics: {_to_json(app.manager.statistics())}", flush=True)
+    return EXIT_FORCED if hurry.cancelled_caught else EXIT_OK
+
+
+async def _report(app: SessionMiddleware) -> ShutdownReport | None:
+    if app.shutdown_report is not None:
+        return app.shutdown_report
+    # A second signal cancelled the drain, then the lifespan that would have
+    # recorded its report: the manager still has it.
+    try:
+        manager = app.manager
+    except RuntimeError:  # cancelled before the lifespan had started
+        return None
+    return await manager.shutdown()
 
 
 def _as_framework(app: ASGIApp) -> Any:
@@ -175,7 +219,7 @@ def _as_framework(app: ASGIApp) -> Any:
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(attrs.asdict(value), default=dict)
+    return dumps(attrs.asdict(value), default=dict)
 
 
 async def _respond(
@@ -200,9 +244,7 @@ async def _respond(
 
 
 async def _respond_json(send: Send, status: int, value: object) -> None:
-    await _respond(
-        send, status, json.dumps(value).encode() + b"\n", b"application/json"
-    )
+    await _respond(send, status, dumps(value).encode() + b"\n", b"application/json")
 
 
 async def _read_body(receive: Receive) -> bytes:
