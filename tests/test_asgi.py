@@ -978,3 +978,23 @@ def test_exclude_paths_are_validated() -> None:
         SessionMiddleware(hello, exclude_paths="/metrics")
     with pytest.raises(ValueError, match="must start with '/'"):
         SessionMiddleware(hello, exclude_paths=["metrics"])
+
+
+async def test_slow_raise_after_startup_failed_is_still_raised(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app that answers startup.failed and raises later still has it raised."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "boom"})
+        await trio.sleep(1)
+        raise RuntimeError("startup error")
+
+    middleware = SessionMiddleware(app, shutdown_timeout=0)
+    with trio.fail_after(5), pytest.RaisesGroup(RuntimeError):
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(middleware, nursery)
+            assert (await lifespan.event("lifespan.startup"))["type"] == (
+                "lifespan.startup.failed"
+            )

@@ -316,9 +316,10 @@ class SessionMiddleware:
                         }
                 if failure is not None:
                     # The app answers "failed" and then raises, as Starlette's
-                    # router does: let it finish, to raise what it raised.
-                    with trio.move_on_after(self.config.shutdown_timeout):
-                        await inner.finished.wait()
+                    # router does: let it finish, to raise what it raised. No
+                    # deadline of ours: the server bounds the lifespan, as it
+                    # would the bare app's.
+                    await inner.finished.wait()
                 nursery.cancel_scope.cancel()
         if failure is None:
             await send({"type": "lifespan.shutdown.complete"})
@@ -336,14 +337,13 @@ class SessionMiddleware:
             await self._reply(send, 413, b"Request body too large\n")
             return
         exchange = _Exchange(self, receive, send, limit)
-        # A guard may need I/O at admission, which only start_session can do.
-        nowait = manager.config.max_waiting == 0 and manager.guard is None
+        # Admission that cannot wait needs no checkpoint of its own: reading
+        # the request below is one anyway.
+        nowait = not manager._can_wait
         metadata = self._metadata(scope)
         while True:
             try:
-                if nowait:
-                    # Same answer without the checkpoint: reading the request
-                    # below is one anyway.
+                if nowait or not manager._may_wait():
                     session = manager.start_session_nowait(
                         self._run_app, scope, exchange, metadata=metadata
                     )
