@@ -470,8 +470,10 @@ def test_rendered_signatures_are_python(built_docs: Path) -> None:
         checked += 1
     assert checked > 50
     manager_run = next(s for s in signatures if s.startswith("async run(fn"))
-    assert "fn: Callable[..., Awaitable[Any]]" in manager_run
-    assert "timeout: float | None = config.request_timeout" in manager_run
+    # Typed: the result is what fn returns; the default is a public name.
+    assert "fn: Callable[[Unpack[ArgsT]], Awaitable[T]]" in manager_run
+    assert "timeout: float | ConfigDefault | None = CONFIG_DEFAULT" in manager_run
+    assert manager_run.endswith("→ T")
 
 
 # ---------------------------------------------------------------- commands
@@ -479,20 +481,12 @@ def test_rendered_signatures_are_python(built_docs: Path) -> None:
 ROOT = DOCS.parent
 # pip or nox typed bare: they run whatever is first on PATH, not the venv's.
 _BARE_COMMAND = re.compile(r"(?<![/\w.-])(?<!-m )(?:pip install|nox -s|nox(?=`))")
-# Pages whose commands are another engineer's to fix (see the issue).
-_NOT_YET = {"fleet.rst", "guarantees.rst", "performance.rst"}
 
 
 @pytest.mark.parametrize(
     "page",
     [
-        pytest.param(
-            path,
-            id=str(path.relative_to(ROOT)),
-            marks=[pytest.mark.xfail(reason="bare pip/nox not yet fixed here")]
-            if path.name in _NOT_YET
-            else [],
-        )
+        pytest.param(path, id=str(path.relative_to(ROOT)))
         for path in [
             ROOT / "README.md",
             *sorted(DOCS.glob("*.rst")),
