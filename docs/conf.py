@@ -44,6 +44,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"httpx(\..*)?"),
     # coredis does, but no copy is vendored in _inventories/ (an optional extra).
     (r"py:.*", r"coredis(\..*)?"),
+    # Type variables of the typed API (Session[T], fn(*args) -> T) have no page.
+    (r"py:class", r"T|ArgsT|E"),
 ]
 
 # Links go to the real sites; the inventories are read from disk.
@@ -80,8 +82,6 @@ html_title = f"trio-sessions {release}"
 pygments_style = "default"
 pygments_dark_style = "monokai"
 
-# The sentinel behind "timeout defaults to config.request_timeout" is private.
-_SENTINEL_TYPE = re.compile(r"\s*\|\s*~?(?:[\w.]+\.)?_UseConfig\b")
 # Sphinx writes Callable[..., T] as Callable[[...], T], which is not Python,
 # and an alias in a union (Work | None) as its repr.
 _FIXES = (
@@ -114,16 +114,13 @@ def process_signature(
 def readable_signature(
     signature: str | None, return_annotation: str | None
 ) -> tuple[str | None, str | None] | None:
-    """Show ``timeout: float | None = config.request_timeout`` in signatures.
+    """Keep every signature a Python expression.
 
-    The default stays a Python expression: a signature that does not parse as
-    Python is shown as raw text, ``~collections.abc`` prefixes and all.
+    A signature that does not parse as Python is shown as raw text,
+    ``~collections.abc`` prefixes and all.
     """
     if signature is None:
         return None
-    if "_UseConfig" in signature:
-        signature = _SENTINEL_TYPE.sub("", signature)
-        signature = signature.replace("_CONFIG_DEFAULT", "config.request_timeout")
     for pattern, replacement in _FIXES:
         signature = pattern.sub(replacement, signature)
         if return_annotation is not None:

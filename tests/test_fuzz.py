@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import trio_sessions as ts
 from trio_sessions._metadata import encode_metadata
+from trio_sessions.testing import check_invariants
 
 T = TypeVar("T")
 
@@ -647,7 +648,6 @@ class Replay:
             "peak_metadata_bytes": stats.peak_metadata_bytes,
             "wait_times.count": stats.wait_times.count,
             "durations.count": stats.durations.count,
-            "borrowed_tokens": manager._limiter.borrowed_tokens,
         }
         wanted = {
             "created": model.created,
@@ -665,8 +665,8 @@ class Replay:
             "peak_metadata_bytes": model.peak_metadata,
             "wait_times.count": model.waited,
             "durations.count": model.created - len(live),
-            "borrowed_tokens": len(live),
         }
+        check_invariants(manager)
         wrong = {k: (actual[k], wanted[k]) for k in wanted if actual[k] != wanted[k]}
         assert not wrong, f"(actual, model) at t={model.now}: {wrong}"
         assert stats.active <= stats.max_sessions

@@ -14,6 +14,7 @@ import trio.testing
 from trio.testing import MockClock
 
 import trio_sessions as ts
+from trio_sessions.testing import check_invariants
 
 
 async def sleep_then(seconds: float, value: Any = None) -> Any:
@@ -24,21 +25,6 @@ async def sleep_then(seconds: float, value: Any = None) -> Any:
 async def fail_after_sleep(seconds: float) -> None:
     await trio.sleep(seconds)
     raise ValueError("handler failed")
-
-
-def check_invariants(manager: ts.SessionManager) -> ts.SessionStatistics:
-    stats = manager.statistics()
-    assert stats.created == stats.active + stats.completed
-    assert stats.completed == (
-        stats.succeeded + stats.failed + stats.timed_out + stats.cancelled
-    )
-    assert stats.rejected == sum(stats.rejections.values())
-    assert stats.active <= stats.max_sessions
-    assert stats.active == len(manager.sessions)
-    assert stats.metadata_bytes == sum(
-        s.metadata_bytes for s in manager.sessions.values()
-    )
-    return stats
 
 
 # ----------------------------------------------------------------- admission

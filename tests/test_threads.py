@@ -18,6 +18,7 @@ import trio.testing
 from trio.testing import MockClock
 
 import trio_sessions as ts
+from trio_sessions.testing import check_invariants
 
 META = {"thread": "worker"}
 FOREIGN = "trio.from_thread.run"
@@ -35,8 +36,7 @@ def expect_counts(manager: ts.SessionManager, **wanted: int) -> None:
     fields += ("active", "waiting", "rejected", "metadata_bytes")
     actual = {name: getattr(stats, name) for name in fields}
     assert actual == {name: wanted.get(name, 0) for name in fields}
-    assert manager._limiter.borrowed_tokens == stats.active
-    assert stats.created == stats.active + stats.completed
+    check_invariants(manager)
 
 
 def in_foreign_thread(fn: Callable[[], Any]) -> Any:

@@ -7,6 +7,8 @@ and drained on shutdown.
 
 from __future__ import annotations
 
+from ._config import CONFIG_DEFAULT as CONFIG_DEFAULT
+from ._config import ConfigDefault as ConfigDefault
 from ._config import SessionConfig as SessionConfig
 from ._errors import CapacityError as CapacityError
 from ._errors import MetadataError as MetadataError
@@ -26,8 +28,10 @@ from ._statistics import SessionStatistics as SessionStatistics
 from ._statistics import ShutdownReport as ShutdownReport
 
 __all__ = [
+    "CONFIG_DEFAULT",
     "AdmissionGuard",
     "CapacityError",
+    "ConfigDefault",
     "LatencySummary",
     "MetadataError",
     "Outcome",

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import sys
-from typing import Any, final
+from collections.abc import Mapping
+from typing import Any, Final, final
 
 import attrs
 
 from ._validate import check_count, check_seconds
 
-__all__ = ["SessionConfig"]
+__all__ = ["CONFIG_DEFAULT", "ConfigDefault", "SessionConfig", "resolve_config"]
+
+
+@final
+class ConfigDefault(enum.Enum):
+    """The type of :data:`CONFIG_DEFAULT`, for annotations."""
+
+    CONFIG_DEFAULT = "the manager's request_timeout"
+
+    def __repr__(self) -> str:
+        return "CONFIG_DEFAULT"
+
+
+CONFIG_DEFAULT: Final = ConfigDefault.CONFIG_DEFAULT
+"""The default of every ``timeout=`` argument: the manager's ``request_timeout``.
+
+Pass it to say so explicitly, or ``None`` for no deadline::
+
+    await manager.run(handle, request, timeout=ts.CONFIG_DEFAULT)
+"""
 
 
 def _count(minimum: int, *, optional: bool = False) -> Any:
@@ -95,3 +116,24 @@ class SessionConfig:
         converter=_longer_than_any_deadline,
         validator=_seconds(optional=False),
     )
+
+
+def resolve_config(
+    config: SessionConfig | None, overrides: Mapping[str, Any]
+) -> SessionConfig:
+    """The config that ``config`` plus keyword ``overrides`` describe, validated.
+
+    ``open_session_manager`` and ``SessionMiddleware`` both take a config, its
+    fields as keywords, or both (the keywords override the config's fields).
+
+    Raises:
+      TypeError: ``config`` is not a SessionConfig, or an unknown field.
+      ValueError: a field's value is invalid (the message names it).
+    """
+    if config is None:
+        return SessionConfig(**overrides)
+    if not isinstance(config, SessionConfig):
+        raise TypeError(
+            f"config must be a SessionConfig or None, not {type(config).__name__}"
+        )
+    return attrs.evolve(config, **overrides) if overrides else config

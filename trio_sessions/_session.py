@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import enum
+import math
 from _thread import get_ident
-from collections.abc import Mapping
-from typing import Any, final
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, final
 
 import trio
 
 from ._errors import SessionCancelled, SessionTimeout
 
-__all__ = ["Outcome", "Session", "SessionState", "session_number"]
+__all__ = ["Outcome", "Session", "SessionState", "SessionsView", "session_number"]
+
+if TYPE_CHECKING:
+    # A default, so that a bare ``Session`` means ``Session[Any]`` and users'
+    # own annotations stay valid under mypy --strict (PEP 696).
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    T = _TypeVarWithDefault("T", default=Any)
+else:
+    T = TypeVar("T")
 
 
 class SessionState(enum.Enum):
@@ -62,12 +72,19 @@ def session_number(key: object) -> int | None:
 
 _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_reschedule = trio.lowlevel.reschedule
+_CancelScope = trio.CancelScope
+_INF = math.inf
 _RUNNING = SessionState.RUNNING
 _COMPLETED = SessionState.COMPLETED
+_SUCCESS = Outcome.SUCCESS
+_ERROR = Outcome.ERROR
+_TIMEOUT = Outcome.TIMEOUT
+_CANCELLED = Outcome.CANCELLED
 
 
 @final
-class Session:
+class Session(Generic[T]):
     """One admitted request: returned by :meth:`SessionManager.start_session`.
 
     Await :meth:`wait` for the function's result, or :meth:`cancel` it::
@@ -79,6 +96,8 @@ class Session:
             reply = "too slow"
 
     Sessions are created only by the manager; every attribute is read-only.
+    A session makes its own transitions (it starts, settles once and wakes
+    its waiters); the manager does the accounting around them.
     """
 
     __slots__ = (
@@ -101,8 +120,8 @@ class Session:
         "_waiter",
     )
 
-    # Set by the manager when they happen, never before: slots left unset
-    # cost nothing at admission (read them with getattr and a default).
+    # Set when they happen, never before: slots left unset cost nothing at
+    # admission (read them with getattr and a default).
     _started_at: float
     _completed_at: float
     _result: Any
@@ -203,6 +222,50 @@ class Session:
         # Every session's task starts before it completes.
         return self._completed_at - self._started_at
 
+    # -------------------------------------------------------------- transitions
+
+    def _admit(self, now: float) -> None:
+        """Admission is now: a caller that queued becomes a session only now."""
+        self._created_at = now
+
+    def _start(self, now: float) -> trio.CancelScope | None:
+        """The first step of its task: the scope carrying its deadline.
+
+        None if it was cancelled before it started: its function never runs.
+        """
+        self._started_at = now
+        if self._cancel_reason is not None:
+            return None
+        timeout = self._timeout
+        scope = _CancelScope(deadline=_INF if timeout is None else now + timeout)
+        self._scope = scope
+        return scope
+
+    def _cancelled_from_outside(self, reason: str) -> None:
+        """Its task is being cancelled from outside: say why, unless known."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+
+    def _settle(self, outcome: Outcome, result: Any, now: float) -> float:
+        """Decide the outcome, once, and wake every waiter; return the run time."""
+        self._outcome = outcome
+        self._result = result
+        self._completed_at = now
+        waiter = self._waiter
+        if waiter is not None:
+            # The first waiter, parked by wait() or run(), is woken directly.
+            self._waiter = None
+            _reschedule(waiter)
+        if self._done is not None:
+            self._done.set()
+        if self._linked_scope is not None:
+            self._linked_scope.cancel()
+        return now - self._started_at
+
+    def _cancelled_outcome(self) -> Outcome:
+        """The outcome of a cancelled run: its deadline's, or cancel()'s."""
+        return _TIMEOUT if self._cancel_reason is None else _CANCELLED
+
     def cancel(self, reason: str | None = None) -> None:
         """Cancel this session; its outcome becomes ``CANCELLED``.
 
@@ -257,7 +320,7 @@ class Session:
         else:
             self._linked_scope = scope
 
-    async def wait(self) -> Any:
+    async def wait(self) -> T:
         """Wait for the session to complete and return what its function returned.
 
         Raises:
@@ -270,6 +333,10 @@ class Session:
         """
         if get_ident() != self._thread:
             raise _foreign_thread_error()
+        return await self._wait()
+
+    async def _wait(self) -> T:
+        """wait() without its thread check: for run(), on the manager's thread."""
         if self._outcome is None:
             if self._waiter is None and self._done is None:
                 self._waiter = _current_task()
@@ -280,26 +347,58 @@ class Session:
                 await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
-        return self._unwrap()
+        if self._outcome is _SUCCESS:
+            result: T = self._result
+            return result
+        return self._raise()
 
     def _abort_wait(self, raise_cancel: object) -> trio.lowlevel.Abort:
         # The parked waiter is being cancelled: it no longer waits.
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def _unwrap(self) -> Any:
-        outcome = self._outcome
-        if outcome is Outcome.SUCCESS:
-            return self._result
-        if outcome is Outcome.ERROR:
+    def _raise(self) -> NoReturn:
+        """Raise what an unsuccessful outcome means for its waiters."""
+        if self._outcome is _ERROR:
             raise self._result
         # What the function raised while being cancelled, if anything, is the
         # cause of the timeout or cancellation.
         cause = self._result if isinstance(self._result, BaseException) else None
-        if outcome is Outcome.TIMEOUT:
+        if self._outcome is _TIMEOUT:
             raise SessionTimeout(
                 f"session {self.id} hit its deadline of {self._timeout} seconds"
             ) from cause
         raise SessionCancelled(
             f"session {self.id} was {self._cancel_reason}"
         ) from cause
+
+
+@final
+class SessionsView(Mapping[str, "Session[Any]"]):
+    """Read-only live view ``id -> Session`` over a manager's registry.
+
+    The registry is keyed by session number; only a session's exact id finds
+    it (see :func:`session_number`).
+    """
+
+    __slots__ = ("_by_number",)
+
+    def __init__(self, by_number: dict[int, Session[Any]]) -> None:
+        self._by_number = by_number
+
+    def __getitem__(self, key: str) -> Session[Any]:
+        number = session_number(key)
+        if number is not None:
+            session = self._by_number.get(number)
+            if session is not None:
+                return session
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (session.id for session in list(self._by_number.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_number)
+
+    def __repr__(self) -> str:
+        return f"<sessions {sorted(self, key=lambda i: int(i[1:]))}>"

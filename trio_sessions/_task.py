@@ -1,0 +1,131 @@
+"""The body of a session's task: run the function in its scope, say how it ended.
+
+:func:`run_session` is what the manager spawns for each session; it leaves the
+accounting to the manager's settle callback and classifies every way a run can
+end (returned, raised, timed out, cancelled from inside or outside, interrupted).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol
+
+import trio
+
+from ._session import Outcome, Session
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["OUTSIDE_CANCEL_REASON", "Settle", "abort_reason", "run_session"]
+
+OUTSIDE_CANCEL_REASON: Final = (
+    "cancelled because the code around the manager was cancelled"
+)
+
+_SUCCESS: Final = Outcome.SUCCESS
+_ERROR: Final = Outcome.ERROR
+_CANCELLED: Final = Outcome.CANCELLED
+
+
+class Settle(Protocol):
+    """The manager's accounting for a session whose outcome is decided.
+
+    ``interrupted`` is true when a KeyboardInterrupt or SystemExit ended it,
+    after which the whole manager must shut down at once.
+    """
+
+    def __call__(
+        self,
+        session: Session[Any],
+        outcome: Outcome,
+        result: Any,
+        interrupted: bool = False,
+    ) -> None: ...
+
+
+async def run_session(
+    settle: Settle,
+    now: Callable[[], float],
+    session: Session[Any],
+    coro: Coroutine[Any, Any, Any],
+) -> None:
+    """Run ``coro`` as ``session``: in its deadline's scope, settled exactly once."""
+    scope = session._start(now())
+    if scope is None:
+        # Cancelled before its first step: fn never runs.
+        coro.close()
+        settle(session, _CANCELLED, None)
+        return
+    try:
+        with scope:
+            result = await coro
+    except Exception as exc:
+        if scope.cancel_called:
+            # fn turned its cancellation into an error; the cancellation decides.
+            settle(session, session._cancelled_outcome(), exc)
+        else:
+            settle(session, _ERROR, exc)
+    except trio.Cancelled:
+        # Cancelled from outside this session's scope: the code around the
+        # manager, or a BaseException in a sibling session.
+        session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
+        settle(session, _CANCELLED, None)
+        raise
+    except BaseException as exc:
+        interruption = _interruption(exc)
+        if interruption is None:
+            # Only Cancelled, grouped by a nursery inside fn: still an outside
+            # cancellation (what fn raised besides is its cause).
+            session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
+            settle(session, _CANCELLED, _non_cancelled(exc))
+            raise
+        # KeyboardInterrupt, SystemExit...: not an error of the session but the
+        # end of the program. Only Exceptions are ERRORs: this session was
+        # interrupted, and the whole manager shuts down at once (queued callers
+        # are refused, the other sessions cancelled) while the exception
+        # propagates out of the manager's block.
+        session._cancelled_from_outside(f"interrupted by {type(interruption).__name__}")
+        settle(session, _CANCELLED, exc, interrupted=True)
+        raise
+    else:
+        if scope.cancel_called:
+            # fn swallowed its cancellation; it was still cancelled.
+            settle(session, session._cancelled_outcome(), None)
+        else:
+            settle(session, _SUCCESS, result)
+
+
+def abort_reason(exc: BaseException) -> str:
+    """Why sessions are cancelled when the code around the manager raises ``exc``."""
+    if isinstance(exc, trio.Cancelled) or (
+        isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None
+    ):
+        return OUTSIDE_CANCEL_REASON
+    return f"cancelled because the code around the manager raised {type(exc).__name__}"
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt, SystemExit... in ``exc``; None if it is only Cancelled.
+
+    A session's nursery groups what its tasks raised; a group of Cancelled
+    (with or without Exceptions beside them) is a cancellation, not the end
+    of the program.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _interruption(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, (trio.Cancelled, Exception)):
+        return None
+    return exc
+
+
+def _non_cancelled(exc: BaseException) -> BaseException | None:
+    """What a group raised besides Cancelled, or None (kept as the cause)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1]
+    return None
