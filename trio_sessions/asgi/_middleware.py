@@ -1,58 +1,34 @@
-"""ASGI 3 middleware that runs every HTTP request as a session of a manager.
-
-Refusals, deadlines and the drain become HTTP answers (503, 504, 413); the ASGI
-lifespan opens and shuts down the manager. Needs nothing beyond Trio itself.
-"""
+"""SessionMiddleware: every HTTP request of an ASGI app as one session of a manager."""
 
 from __future__ import annotations
 
-import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, final
 
-import attrs
 import trio
 
-from . import (
-    AdmissionGuard,
+from .._config import SessionConfig, resolve_config
+from .._errors import (
     CapacityError,
     MetadataError,
-    Outcome,
     RejectedError,
-    Session,
     SessionCancelled,
-    SessionConfig,
-    SessionManager,
-    SessionStatistics,
     SessionTimeout,
-    ShutdownReport,
     ShuttingDownError,
-    open_session_manager,
 )
-from ._metadata import metadata_size
+from .._guard import AdmissionGuard
+from .._manager import SessionManager, open_session_manager
+from .._session import Outcome
+from .._statistics import SessionStatistics, ShutdownReport
+from .._validate import check_count
+from ._exchange import Exchange
+from ._lifespan import serve_lifespan
+from ._request_metadata import fit_metadata
+from ._types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "SessionMiddleware"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["SessionMiddleware"]
 
 _SUCCESS = Outcome.SUCCESS
-
-logger = logging.getLogger("trio_sessions.asgi")
-
-# Messages that end a response unless they say more_body: the plain body and the
-# two ASGI extensions that hand the body to the server (a file path, a file).
-_FINAL_BODY = frozenset(
-    {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
-)
-
-# How many request-body messages may sit between the server and the app when no
-# body limit bounds them in bytes.
-_UNLIMITED_BODY_BUFFER = 16
 
 
 @final
@@ -65,9 +41,20 @@ class SessionMiddleware:
     left::
 
         from trio_sessions.asgi import SessionMiddleware
+        from trio_sessions.signals import open_shutdown_signals
 
         app = SessionMiddleware(app, max_sessions=100, request_timeout=10)
-        await hypercorn.trio.serve(app, hypercorn.Config())
+        async with open_shutdown_signals() as signals:
+            await hypercorn.trio.serve(app, config, shutdown_trigger=signals.wait)
+
+    Without a ``shutdown_trigger``, ``hypercorn.trio.serve(app, config)``
+    handles no SIGTERM: the process dies at once (exit status 143) and the
+    requests in flight get an empty reply; nothing drains. With it, the first
+    SIGINT or SIGTERM makes Hypercorn stop accepting, let the requests in
+    flight finish within its ``graceful_timeout`` (make it at least
+    ``shutdown_timeout``), then send the lifespan shutdown that drains the
+    manager; a second signal cancels the server at once. See
+    :doc:`/howto/sigterm`.
 
     Each request becomes a session whose metadata holds its method, path and
     client address (the path is shortened to fit ``max_session_metadata_bytes``).
@@ -151,24 +138,11 @@ class SessionMiddleware:
                 "SessionMiddleware takes a guard only with the manager it opens: "
                 "pass guard= to open_session_manager instead"
             )
-        if manager is not None:
-            config = manager.config
-        elif config is None:
-            config = SessionConfig(**overrides)
-        elif overrides:
-            config = attrs.evolve(config, **overrides)
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int):
-            raise TypeError(f"retry_after must be an int, not {retry_after!r}")
-        if retry_after < 0:
-            raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
-        if max_body_bytes is not None and (
-            isinstance(max_body_bytes, bool)
-            or not isinstance(max_body_bytes, int)
-            or max_body_bytes < 0
-        ):
-            raise ValueError(
-                f"max_body_bytes must be an int >= 0 or None, got {max_body_bytes!r}"
-            )
+        config = (
+            manager.config if manager is not None else resolve_config(config, overrides)
+        )
+        check_count(retry_after, "retry_after")
+        check_count(max_body_bytes, "max_body_bytes", optional=True)
         self.app = app
         self.config: SessionConfig = config
         self._owns_manager = manager is None
@@ -268,67 +242,21 @@ class SessionMiddleware:
         return path in self._exclude_exact or path.startswith(self._exclude_prefixes)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Open the manager around the app's own lifespan, passing its answers on.
-
-        The app's failures reach the server as they would from the bare app:
-        a ``*.failed`` answer is forwarded, and the exception the app raised
-        with it is raised again here. An app that raises at startup without
-        answering has no lifespan support (the ASGI rule): its error is
-        logged and the manager's own lifespan carries on.
-        """
         _require_trio()
-        message = await receive()
-        if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
-            return
-        inner = _InnerLifespan(self.app, scope)
-        failure: Message | None = None
-        async with open_session_manager(self.config, guard=self._guard) as manager:
-            self._manager = manager
-            self._draining = False
-            self._shutdown_report = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(inner.run)
-                reply = await inner.request("lifespan.startup")
-                if reply is None and inner.error is not None:
-                    logger.warning(
-                        "ASGI Framework Lifespan error, continuing without "
-                        "Lifespan support (the app raised at lifespan startup)",
-                        exc_info=inner.error,
-                    )
-                    inner.error = None
-                if reply is not None and reply["type"] == "lifespan.startup.failed":
-                    failure = reply
-                else:
-                    await send({"type": "lifespan.startup.complete"})
-                    while (await receive())["type"] != "lifespan.shutdown":
-                        pass  # pragma: no cover - no other lifespan message exists
-                    await self.shutdown()
-                    reply = await inner.request("lifespan.shutdown")
-                    if (
-                        reply is not None
-                        and reply["type"] == "lifespan.shutdown.failed"
-                    ):
-                        failure = reply
-                    elif inner.error is not None:
-                        failure = {
-                            "type": "lifespan.shutdown.failed",
-                            "message": repr(inner.error),
-                        }
-                if failure is not None:
-                    # The app answers "failed" and then raises, as Starlette's
-                    # router does: let it finish, to raise what it raised. No
-                    # deadline of ours: the server bounds the lifespan, as it
-                    # would the bare app's.
-                    await inner.finished.wait()
-                nursery.cancel_scope.cancel()
-        if failure is None:
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        await send(
-            {"type": failure["type"], "message": str(failure.get("message", ""))}
+        await serve_lifespan(
+            self.app,
+            scope,
+            receive,
+            send,
+            open_manager=lambda: open_session_manager(self.config, guard=self._guard),
+            opened=self._opened,
+            drain=self.shutdown,
         )
-        if inner.error is not None:
-            raise inner.error
+
+    def _opened(self, manager: SessionManager) -> None:
+        self._manager = manager
+        self._draining = False
+        self._shutdown_report = None
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager = self.manager
@@ -336,7 +264,7 @@ class SessionMiddleware:
         if limit is not None and _declared_length(scope) > limit:
             await self._reply(send, 413, b"Request body too large\n")
             return
-        exchange = _Exchange(self, receive, send, limit)
+        exchange = Exchange(self, receive, send, limit)
         # Admission that cannot wait needs no checkpoint of its own: reading
         # the request below is one anyway.
         nowait = not manager._can_wait
@@ -425,7 +353,7 @@ class SessionMiddleware:
                 # cancelled (the server is going away): take the session with it.
                 session.cancel()
 
-    async def _run_app(self, scope: Scope, exchange: _Exchange) -> None:
+    async def _run_app(self, scope: Scope, exchange: Exchange) -> None:
         await self.app(scope, exchange.receive, exchange.send)
 
     def _metadata(self, scope: Scope) -> dict[str, str] | None:
@@ -438,7 +366,7 @@ class SessionMiddleware:
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
         if limit is None or 6 * (len(method) + len(path) + len(peer)) + 40 <= limit:
             return metadata
-        return _fit_metadata(metadata, limit)
+        return fit_metadata(metadata, limit)
 
     async def _reply(
         self,
@@ -504,204 +432,3 @@ def _declared_length(scope: Scope) -> int:
             except ValueError:
                 return 0
     return 0
-
-
-def _fit_metadata(metadata: dict[str, str], limit: int) -> dict[str, str] | None:
-    """Shorten the path (then drop fields) until the metadata fits ``limit`` bytes."""
-
-    size = metadata_size
-    if size(metadata) <= limit:
-        return metadata
-    path = metadata["path"]
-    short = {**metadata, "path": ""}
-    if size(short) <= limit:
-        # Binary search on the number of characters of the path that fit.
-        low, high = 0, len(path)
-        while low < high:
-            middle = (low + high + 1) // 2
-            if size({**metadata, "path": path[:middle]}) <= limit:
-                low = middle
-            else:
-                high = middle - 1
-        return {**metadata, "path": path[:low]}
-    for field in ("client", "method", "path"):
-        del short[field]
-        if size(short) <= limit:
-            return short
-    return None
-
-
-@final
-class _Exchange:
-    """One request's messages between the server and the app's session.
-
-    The request's own task pumps the server's messages into a queue that the
-    app's ``receive`` reads, so a client that leaves while the app is busy (not
-    reading) is seen at once instead of holding its slot until the app
-    finishes. Buffered body bytes are bounded by ``limit``; beyond it the
-    session is cancelled. The app's ``send`` passes through, noting whether a
-    response began and whether it is complete.
-    """
-
-    __slots__ = (
-        "_arrived",
-        "_limit",
-        "_middleware",
-        "_queue",
-        "_receive",
-        "_send",
-        "_taken",
-        "disconnected",
-        "done",
-        "finished",
-        "received",
-        "started",
-        "too_large",
-    )
-
-    def __init__(
-        self,
-        middleware: SessionMiddleware,
-        receive: Receive,
-        send: Send,
-        limit: int | None,
-    ) -> None:
-        self._middleware = middleware
-        self._receive = receive
-        self._send = send
-        self._limit = limit
-        # Cancelled when the app returns: the pump stops reading for it.
-        self.done = trio.CancelScope()
-        # A deque and parking lots, not a memory channel: this is per request,
-        # and the channel's machinery costs more than the whole hand-over. The
-        # lots are made only for a reader that has to wait: most never does.
-        self._queue: deque[Message] = deque()
-        self._arrived: trio.lowlevel.ParkingLot | None = None
-        self._taken: trio.lowlevel.ParkingLot | None = None
-        self.received = 0
-        self.disconnected = False
-        self.too_large = False
-        self.started = False
-        self.finished = False
-
-    async def receive(self) -> Message:
-        """The app's ``receive``: the next message the pump read for it."""
-        queue = self._queue
-        if queue:
-            await trio.lowlevel.checkpoint()
-        while not queue:
-            if self._arrived is None:
-                self._arrived = trio.lowlevel.ParkingLot()
-            await self._arrived.park()
-        message = queue.popleft()
-        if self._taken is not None:
-            self._taken.unpark()
-        return message
-
-    async def send(self, message: Message) -> None:
-        """The app's ``send``: to the server, noting the response's progress."""
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.started = True
-            if self._middleware.draining:
-                # Tell keep-alive clients to go elsewhere while we drain.
-                headers = list(message.get("headers", ()))
-                if not any(bytes(name).lower() == b"connection" for name, _ in headers):
-                    headers.append((b"connection", b"close"))
-                    message = {**message, "headers": headers}
-        elif kind in _FINAL_BODY and not message.get("more_body", False):
-            # pathsend has no more_body: it is always the whole body.
-            self.finished = True
-        await self._send(message)
-
-    async def pump(self, session: Session) -> None:
-        """Read the server's messages until a disconnect or an oversize body."""
-        limit = self._limit
-        queue = self._queue
-        receive = self._receive
-        # A Trio server's first message (the request, or its first chunk)
-        # is usually queued already in a memory channel: take it without
-        # the channel's checkpoint, a whole trip through the scheduler.
-        owner = getattr(receive, "__self__", None)
-        if type(owner) is trio.MemoryReceiveChannel:
-            try:
-                message = owner.receive_nowait()
-            except trio.WouldBlock:
-                message = await receive()
-        else:
-            message = await receive()
-        while True:
-            kind = message.get("type")
-            if kind == "http.request":
-                self.received += len(message.get("body", b""))
-                if limit is not None and self.received > limit:
-                    self.too_large = True
-                    session.cancel()
-                    return
-            elif kind == "http.disconnect":
-                # Servers also report the end of the stream once the
-                # response is complete; work the app does after that
-                # (background tasks) is not abandoned by anyone, so it goes on.
-                if not self.finished:
-                    self.disconnected = True
-                    session.cancel()
-                queue.append(message)
-                if self._arrived is not None:
-                    self._arrived.unpark()
-                return
-            queue.append(message)
-            if self._arrived is not None:
-                self._arrived.unpark()
-            # With a byte limit the buffer is bounded already; without one,
-            # wait for the app to catch up.
-            while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:
-                if self._taken is None:
-                    self._taken = trio.lowlevel.ParkingLot()
-                await self._taken.park()
-            message = await receive()
-
-
-@final
-class _InnerLifespan:
-    """Runs the wrapped app's own lifespan handler, if it has one, as a task."""
-
-    __slots__ = (
-        "_app",
-        "_from_app",
-        "_replies",
-        "_requests",
-        "_scope",
-        "_to_app",
-        "error",
-        "finished",
-    )
-
-    def __init__(self, app: ASGIApp, scope: Scope) -> None:
-        self._app = app
-        self._scope = scope
-        self._to_app, self._requests = trio.open_memory_channel[Message](1)
-        self._from_app, self._replies = trio.open_memory_channel[Message](1)
-        self.error: Exception | None = None
-        self.finished = trio.Event()
-
-    async def run(self) -> None:
-        try:
-            async with self._from_app, self._requests:
-                try:
-                    await self._app(
-                        self._scope, self._requests.receive, self._from_app.send
-                    )
-                except Exception as exc:
-                    # Raised at startup without an answer: no lifespan support
-                    # (the ASGI spec's rule); otherwise, a failure to report.
-                    self.error = exc
-        finally:
-            self.finished.set()
-
-    async def request(self, kind: str) -> Message | None:
-        """Send a lifespan event to the app; return its answer (None: no support)."""
-        try:
-            await self._to_app.send({"type": kind})
-            return await self._replies.receive()
-        except (trio.EndOfChannel, trio.BrokenResourceError):
-            return None
