@@ -1,176 +1,37 @@
-"""A fleet-wide session limit on Redis: one budget shared by every process and host.
+"""RedisSessionLimit: the fleet-wide limit as an admission guard of the manager.
 
-:class:`RedisSessionLimit` is an :class:`~trio_sessions.AdmissionGuard` that holds a
-lease in a Redis sorted set for each admitted session. It needs the ``redis``
-extra (``pip install trio-sessions[redis]``, which brings coredis 6).
+It holds a lease in Redis for each admitted session (through :class:`LeaseStore`),
+renews them in the background, and gives them back as sessions complete.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import secrets
 import socket
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
 import attrs
 import coredis
-import coredis.exceptions
 import trio
 from coredis.client import Client
-from coredis.commands.script import Script
 
-from ._errors import CapacityError, RejectedError
-from ._guard import AdmissionGuard
+from .._errors import CapacityError
+from .._guard import AdmissionGuard
+from .._validate import check_seconds
+from ._scripts import BATCH
+from ._statistics import BackendUnavailableError, RedisLimitStatistics
+from ._store import LeaseStore, Unavailable
 
 if TYPE_CHECKING:
-    from ._manager import SessionManager
-    from ._session import Session
+    from .._manager import SessionManager
+    from .._session import Session
 
-__all__ = ["BackendUnavailableError", "RedisLimitStatistics", "RedisSessionLimit"]
+__all__ = ["RedisSessionLimit"]
 
 logger = logging.getLogger("trio_sessions.redis")
-
-# Every script takes the time from the Redis server (TIME), so the clocks of the
-# fleet's hosts never decide whether a lease is alive. A lease is a member of
-# the sorted set scored by its expiry in server milliseconds; dead ones are
-# swept before anything is counted. The key itself expires once the longest
-# lease written to it would have, so an abandoned fleet leaves nothing behind.
-_PRELUDE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-"""
-
-_KEEP_KEY: Final = """
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-"""
-
-# KEYS: the lease set. ARGV: member, limit, ttl_ms. Returns {granted, count}.
-_ACQUIRE: Final = (
-    _PRELUDE
-    + """
-local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[2]) then
-  return {0, count}
-end
-local ttl = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-"""
-    + _KEEP_KEY
-    + """
-return {1, redis.call('ZCARD', KEYS[1])}
-"""
-)
-
-# KEYS: the lease set. ARGV: ttl_ms, members... Extends the members still
-# present and returns {count, lost members}; with no members it only counts.
-_RENEW: Final = (
-    _PRELUDE
-    + """
-local ttl = tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-if #ARGV > 1 then
-"""
-    + _KEEP_KEY
-    + """
-end
-return {redis.call('ZCARD', KEYS[1]), lost}
-"""
-)
-
-# KEYS: the lease set. ARGV: a guard's member prefix. Removes every lease of
-# that guard, and returns how many: at shutdown, whatever a cancelled acquire
-# may have left behind, its reply lost, goes too.
-_SWEEP: Final = """
-local removed = 0
-local prefix = ARGV[1]
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(member, 1, #prefix) == prefix then
-    removed = removed + redis.call('ZREM', KEYS[1], member)
-  end
-end
-return removed
-"""
-
-# Members per script call or ZREM, so one huge process never blocks Redis long.
-_BATCH: Final = 500
-
-
-@final
-class BackendUnavailableError(RejectedError):
-    """Redis did not answer, so the fleet-wide limit could not be checked.
-
-    Raised at admission by a :class:`RedisSessionLimit` with
-    ``on_unavailable="closed"`` (the default), and counted under the reason
-    ``"backend_unavailable"``::
-
-        try:
-            await manager.run(handle, request)
-        except BackendUnavailableError:
-            return 503  # the fleet budget is unknown: refuse rather than overrun it
-    """
-
-    reason = "backend_unavailable"
-
-
-@final
-@attrs.frozen
-class RedisLimitStatistics:
-    """A snapshot of one :class:`RedisSessionLimit`: its leases and its view of Redis.
-
-    ``global_count`` is the fleet's lease count as of the last reply from Redis
-    (each admission and each renewal, at least every ``ttl / 3`` seconds), so it
-    can be exported as a gauge without any I/O::
-
-        fleet = guard.statistics().global_count  # None until Redis first answered
-
-    Attributes:
-      limit: the fleet-wide limit.
-      key: the Redis key of the lease set.
-      held: leases this process holds now.
-      unleased: sessions of this process running without a lease (admitted
-        while Redis was unreachable under ``on_unavailable="open"``, or whose
-        lease was lost under that policy).
-      global_count: leases held by the whole fleet at ``global_count_at``
-        (``None`` before the first reply).
-      global_count_at: :func:`trio.current_time` of that reply, or ``None``.
-      available: whether the last call to Redis succeeded.
-      acquired: leases granted, all time.
-      refused_capacity: admissions refused because the fleet was full.
-      refused_unavailable: admissions refused because Redis did not answer.
-      admitted_unleased: admissions let through without a lease (policy "open").
-      lost: leases found expired or removed before their session ended.
-      backend_errors: calls to Redis that failed or timed out, all time.
-      pending_releases: released leases not yet removed from Redis.
-    """
-
-    limit: int
-    key: str
-    held: int
-    unleased: int
-    global_count: int | None
-    global_count_at: float | None
-    available: bool
-    acquired: int
-    refused_capacity: int
-    refused_unavailable: int
-    admitted_unleased: int
-    lost: int
-    backend_errors: int
-    pending_releases: int
 
 
 @attrs.define(slots=True)
@@ -184,24 +45,10 @@ class _Lease:
     lost: bool = False
 
 
-class _Unavailable(Exception):
-    """Redis failed to answer a call in time (internal; never escapes)."""
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be a number of seconds, not {type(value).__name__}"
-        )
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(
-            f"{name} must be a finite number of seconds > 0, got {value!r}"
-        )
-    return float(value)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _seconds(value: object, name: str) -> float:
+    seconds = check_seconds(value, name, positive=True, finite=True)
+    assert seconds is not None
+    return float(seconds)
 
 
 @final
@@ -293,9 +140,9 @@ class RedisSessionLimit(AdmissionGuard):
             raise ValueError(
                 f"on_unavailable must be 'closed' or 'open', got {on_unavailable!r}"
             )
-        self._ttl = _positive("ttl", ttl)
-        self._op_timeout = _positive("op_timeout", op_timeout)
-        self._poll_interval = _positive("poll_interval", poll_interval)
+        self._ttl = _seconds(ttl, "ttl")
+        self._op_timeout = _seconds(op_timeout, "op_timeout")
+        self._poll_interval = _seconds(poll_interval, "poll_interval")
         if self._op_timeout >= self._ttl:
             raise ValueError(
                 f"op_timeout ({op_timeout!r}) must be below ttl ({ttl!r}), "
@@ -305,10 +152,7 @@ class RedisSessionLimit(AdmissionGuard):
         self._limit = limit
         self._key = key
         self._fail_open = on_unavailable == "open"
-        self._ttl_ms = max(1, round(self._ttl * 1000))
-        self._acquire_script: Script[Any] = client.register_script(_ACQUIRE)
-        self._renew_script: Script[Any] = client.register_script(_RENEW)
-        self._sweep_script: Script[Any] = client.register_script(_SWEEP)
+        self._store = LeaseStore(client, key, limit, self._ttl, self._op_timeout)
         # Unique to this guard in the fleet, readable in redis-cli.
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:"
         self._manager: SessionManager | None = None
@@ -319,15 +163,11 @@ class RedisSessionLimit(AdmissionGuard):
         self._pending: dict[str, float] = {}
         self._release_wanted = trio.Event()
         self._waiters = 0
-        self._global_count: int | None = None
-        self._global_count_at: float | None = None
-        self._available = True
         self._acquired = 0
         self._refused_capacity = 0
         self._refused_unavailable = 0
         self._admitted_unleased = 0
         self._lost = 0
-        self._backend_errors = 0
 
     @classmethod
     def from_url(
@@ -347,7 +187,7 @@ class RedisSessionLimit(AdmissionGuard):
 
             guard = RedisSessionLimit.from_url("redis://redis.internal/0", limit=40)
         """
-        timeout = _positive("op_timeout", op_timeout)
+        timeout = _seconds(op_timeout, "op_timeout")
         client = coredis.Redis.from_url(
             url, connect_timeout=timeout, stream_timeout=timeout
         )
@@ -392,15 +232,15 @@ class RedisSessionLimit(AdmissionGuard):
             key=self._key,
             held=len(self._held),
             unleased=len(self._unleased),
-            global_count=self._global_count,
-            global_count_at=self._global_count_at,
-            available=self._available,
+            global_count=self._store.global_count,
+            global_count_at=self._store.global_count_at,
+            available=self._store.available,
             acquired=self._acquired,
             refused_capacity=self._refused_capacity,
             refused_unavailable=self._refused_unavailable,
             admitted_unleased=self._admitted_unleased,
             lost=self._lost,
-            backend_errors=self._backend_errors,
+            backend_errors=self._store.backend_errors,
             pending_releases=len(self._pending),
         )
 
@@ -415,8 +255,8 @@ class RedisSessionLimit(AdmissionGuard):
           BackendUnavailableError: Redis did not answer within ``op_timeout``.
         """
         try:
-            count, _ = await self._renew(())
-        except _Unavailable as exc:
+            count, _ = await self._store.renew(())
+        except Unavailable as exc:
             raise BackendUnavailableError(str(exc)) from None
         return count
 
@@ -498,8 +338,8 @@ class RedisSessionLimit(AdmissionGuard):
             while True:
                 sent = trio.current_time()
                 try:
-                    granted = await self._try_acquire(member)
-                except _Unavailable as exc:
+                    granted = await self._store.acquire(member)
+                except Unavailable as exc:
                     # The script may have run with its reply lost: undo it.
                     self._forget(member, sent + self._ttl)
                     if self._fail_open:
@@ -559,48 +399,6 @@ class RedisSessionLimit(AdmissionGuard):
         self._pending[member] = moot_after
         self._release_wanted.set()
 
-    async def _call(self, request: Any, what: str) -> Any:
-        """Await one Redis request within ``op_timeout``, or raise _Unavailable."""
-        try:
-            with trio.move_on_after(self._op_timeout):
-                reply = await request
-                if not self._available:
-                    logger.info("trio_sessions: Redis answers again (%s)", self._key)
-                self._available = True
-                return reply
-            error = f"no reply from Redis within {self._op_timeout:g} s"
-        except (coredis.exceptions.RedisError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self._backend_errors += 1
-        if self._available:
-            logger.warning("trio_sessions: Redis %s failed: %s", what, error)
-        self._available = False
-        raise _Unavailable(error)
-
-    def _observe(self, count: int) -> None:
-        self._global_count = count
-        self._global_count_at = trio.current_time()
-
-    async def _try_acquire(self, member: str) -> bool:
-        reply = await self._call(
-            self._acquire_script(
-                keys=[self._key], args=[member, self._limit, self._ttl_ms]
-            ),
-            "acquire",
-        )
-        granted, count = reply
-        self._observe(int(count))
-        return bool(granted)
-
-    async def _renew(self, members: Sequence[str]) -> tuple[int, list[str]]:
-        reply = await self._call(
-            self._renew_script(keys=[self._key], args=[self._ttl_ms, *members]),
-            "renew",
-        )
-        count, lost = reply
-        self._observe(int(count))
-        return int(count), [_text(member) for member in lost]
-
     async def _renew_loop(self) -> None:
         interval = self._ttl / 3
         while True:
@@ -623,11 +421,11 @@ class RedisSessionLimit(AdmissionGuard):
         leases = [lease for lease in held.values() if not lease.lost]
         try:
             if not leases:
-                await self._renew(())
-            for start in range(0, len(leases), _BATCH):
-                batch = leases[start : start + _BATCH]
+                await self._store.renew(())
+            for start in range(0, len(leases), BATCH):
+                batch = leases[start : start + BATCH]
                 sent = trio.current_time()
-                _, lost = await self._renew([lease.member for lease in batch])
+                _, lost = await self._store.renew([lease.member for lease in batch])
                 missing = set(lost)
                 for lease in batch:
                     if lease.member in missing:
@@ -635,8 +433,8 @@ class RedisSessionLimit(AdmissionGuard):
                             self._lose(lease, "Redis no longer holds it")
                     else:
                         lease.expires = sent + self._ttl
-        except _Unavailable:
-            pass  # Logged by _call; leases lapse on their own schedule.
+        except Unavailable:
+            pass  # Logged by the store; leases lapse on their own schedule.
 
     def _lose(self, lease: _Lease, why: str) -> None:
         self._lost += 1
@@ -676,11 +474,8 @@ class RedisSessionLimit(AdmissionGuard):
         """Remove every lease of this guard; log what is left if Redis fails."""
         left = len(self._pending) + len(self._held)
         try:
-            await self._call(
-                self._sweep_script(keys=[self._key], args=[self._prefix]),
-                "sweep at shutdown",
-            )
-        except _Unavailable:
+            await self._store.sweep(self._prefix)
+        except Unavailable:
             logger.warning(
                 "trio_sessions: could not remove this process's fleet leases from "
                 "Redis key %r at shutdown; %d known lease(s), and any whose "
@@ -696,10 +491,10 @@ class RedisSessionLimit(AdmissionGuard):
         """Remove pending released leases from Redis; False if Redis failed."""
         pending = self._pending
         while pending:
-            batch = list(pending)[:_BATCH]
+            batch = list(pending)[:BATCH]
             try:
-                await self._call(self._client.zrem(self._key, batch), "release")
-            except _Unavailable:
+                await self._store.remove(batch)
+            except Unavailable:
                 now = trio.current_time()
                 for member in [m for m, moot in pending.items() if moot <= now]:
                     del pending[member]
