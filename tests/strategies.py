@@ -1,11 +1,13 @@
-"""Hypothesis strategies shared by the tests: whole race schedules, drawn at once.
+"""Hypothesis strategies shared by the tests, each drawing a whole input at once.
 
-A schedule is plain data (attrs classes below), replayed by the test that drew
-it; each injection names the numbered await point at which it fires.
+Race schedules (plain attrs data; each injection names the numbered await point
+at which it fires), SessionConfig keywords, metadata, and the fuzzer's schedules.
 """
 
 from __future__ import annotations
 
+import decimal
+import math
 from typing import Any
 
 import attrs
@@ -13,14 +15,22 @@ from hypothesis import strategies as st
 
 __all__ = [
     "APP_KINDS",
+    "CONFIG_FIELDS",
     "FINALS",
     "JOB_KINDS",
+    "JSON_OBJECTS",
+    "JSON_SCALARS",
+    "JSON_VALUES",
+    "NOT_JSON",
+    "SCHEDULES",
     "Behaviour",
     "Injection",
     "Job",
     "ManagerPlan",
     "MiddlewarePlan",
     "RequestPlan",
+    "config_kwargs",
+    "json_with_a_poison",
     "manager_plans",
     "middleware_plans",
 ]
@@ -230,3 +240,164 @@ def manager_plans(draw: st.DrawFn) -> ManagerPlan:
             )
         ),
     )
+
+
+# ------------------------------------------------- configurations and metadata
+# Drawn by tests/test_config.py, tests/test_metadata.py and tests/test_fuzz.py.
+
+CONFIG_SECONDS = st.floats(0, 1e9) | st.integers(0, 10**9) | st.just(math.inf)
+OPTIONAL_CONFIG_SECONDS = st.none() | CONFIG_SECONDS
+NOT_A_NUMBER = st.sampled_from(["30", b"30", [30], True, False, object(), 1j])
+
+#: SessionConfig field -> (valid values, [(invalid values, the error they raise)])
+CONFIG_FIELDS: dict[str, tuple[Any, list[tuple[Any, type[Exception]]]]] = {
+    "max_sessions": (
+        st.integers(1, 10**6),
+        [
+            (st.integers(max_value=0), ValueError),
+            (st.floats(allow_nan=True) | NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+    "request_timeout": (
+        OPTIONAL_CONFIG_SECONDS,
+        [
+            (st.floats(max_value=-1e-9) | st.integers(max_value=-1), ValueError),
+            (st.just(math.nan), ValueError),
+            (NOT_A_NUMBER, TypeError),
+        ],
+    ),
+    "shutdown_timeout": (
+        CONFIG_SECONDS,
+        [
+            (st.floats(max_value=-1e-9) | st.just(math.nan), ValueError),
+            (NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+    "max_waiting": (
+        st.integers(0, 10**6),
+        [
+            (st.integers(max_value=-1), ValueError),
+            (st.floats() | NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+    "wait_timeout": (
+        OPTIONAL_CONFIG_SECONDS,
+        [
+            (st.floats(max_value=-1e-9) | st.just(math.nan), ValueError),
+            (NOT_A_NUMBER, TypeError),
+        ],
+    ),
+    "max_session_metadata_bytes": (
+        st.none() | st.integers(0, 10**9),
+        [
+            (st.integers(max_value=-1), ValueError),
+            (st.floats() | NOT_A_NUMBER, TypeError),
+        ],
+    ),
+    "max_metadata_bytes": (
+        st.none() | st.integers(0, 10**9),
+        [
+            (st.integers(max_value=-1), ValueError),
+            (st.floats() | NOT_A_NUMBER, TypeError),
+        ],
+    ),
+    "shutdown_grace": (
+        CONFIG_SECONDS,
+        [
+            (st.floats(max_value=-1e-9) | st.just(math.nan), ValueError),
+            (NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+}
+
+
+@st.composite
+def config_kwargs(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, type]]]:
+    """Keyword arguments for SessionConfig, and the invalid ones in field order."""
+    kwargs: dict[str, Any] = {}
+    invalid: list[tuple[str, type]] = []
+    for name, (valid, bad) in CONFIG_FIELDS.items():
+        choice = draw(st.sampled_from(["default", "valid", "valid", "invalid"]))
+        if choice == "valid":
+            kwargs[name] = draw(valid)
+        elif choice == "invalid":
+            values, error = draw(st.sampled_from(bad))
+            kwargs[name] = draw(values)
+            invalid.append((name, error))
+    return kwargs, invalid
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+JSON_OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=5)
+
+
+class Opaque:
+    """Not JSON."""
+
+
+NOT_JSON = st.sampled_from(
+    [
+        Opaque(),
+        {1, 2},
+        frozenset(),
+        b"bytes",
+        bytearray(b"x"),
+        1j,
+        math.nan,
+        math.inf,
+        -math.inf,
+        decimal.Decimal("1.5"),
+        (lambda: None),
+        10**5000,  # over Python's int-to-str digit limit
+        {("tuple", "key"): 1},
+    ]
+)
+
+
+@st.composite
+def json_with_a_poison(draw: st.DrawFn) -> dict[str, Any]:
+    """A JSON object with one non-JSON value hidden somewhere inside."""
+    poison = draw(NOT_JSON)
+    path = draw(st.lists(st.sampled_from(["list", "dict"]), max_size=6))
+    value: Any = poison
+    for kind in reversed(path):
+        siblings = draw(st.lists(JSON_SCALARS, max_size=2))
+        value = [*siblings, value] if kind == "list" else {"x": siblings, "v": value}
+    return {"ok": draw(JSON_SCALARS), "bad": value}
+
+
+# ------------------------------------------------------------ model schedules
+# Replayed by tests/test_fuzz.py against its model of the manager.
+
+#: Every time in a schedule is a multiple of 0.5 (the fuzzer's queue timeout is not).
+_STEP_TIMEOUTS = st.sampled_from([None, None, 0.5, 1, 1.5, 2, 3])
+_START = st.tuples(
+    st.just("start"),
+    _STEP_TIMEOUTS,
+    st.integers(0, 60),  # metadata padding: 8 + padding bytes
+    st.sampled_from(["nowait", "await", "await"]),
+)
+_END = st.tuples(st.sampled_from(["finish", "fail", "cancel"]), st.integers(0, 30))
+_ADVANCE = st.tuples(st.just("advance"), st.sampled_from([0.5, 1, 1.5, 2]))
+_SHUTDOWN = st.tuples(st.just("shutdown"), st.sampled_from([0, 0.5, 1, 2.5]))
+# Weighted by repetition: shutdown ends the interesting part, so it is rarest.
+_STEP = st.sampled_from(
+    [_START] * 8 + [_END] * 5 + [_ADVANCE] * 4 + [_SHUTDOWN]
+).flatmap(lambda step: step)
+#: Lists of steps: ("start", timeout, padding, via), ("finish"|"fail"|"cancel",
+#: index), ("advance", seconds), ("shutdown", drain).
+SCHEDULES = st.lists(_STEP, min_size=8, max_size=40)

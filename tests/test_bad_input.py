@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,10 +18,12 @@ import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
+from session_helpers import sleep_then
 from trio.testing import MockClock
 
 import trio_sessions as ts
 from trio_sessions._validate import check_seconds, parse_seconds
+from trio_sessions.testing import check_invariants
 
 HUGE = 10**400
 SECONDS_FIELDS = (
@@ -37,11 +40,7 @@ async def noop() -> str:
 
 
 def assert_nothing_held(manager: ts.SessionManager) -> ts.SessionStatistics:
-    stats = manager.statistics()
-    assert (stats.active, stats.waiting, stats.metadata_bytes) == (0, 0, 0)
-    assert stats.created == stats.completed
-    assert stats.rejected == sum(stats.rejections.values())
-    return stats
+    return check_invariants(manager, settled=True)
 
 
 # ------------------------------------------------------------------ seconds
@@ -178,7 +177,7 @@ async def test_metadata_keys_colliding_at_any_depth_are_refused(
     assert stats.rejections["metadata"] == 1
 
 
-# ------------------------------------------------------------- a wrong fn
+# ------------------------------------------------------- a wrong fn, timeout or name
 
 
 def a_coroutine() -> Any:
@@ -239,6 +238,49 @@ async def test_a_wrong_fn_is_a_type_error_in_every_state(
     gc.collect()  # a coroutine left unclosed would warn now (warnings are errors)
     assert [type(error) for error in errors] == [TypeError] * 3, errors
     assert manager.statistics().rejected == 0
+
+
+@pytest.mark.parametrize("fn", [None, 42, "handler"])
+async def test_non_callable_is_a_type_error(fn: Any, autojump_clock: MockClock) -> None:
+    """A non-callable fn raises TypeError and nothing is admitted or counted."""
+    async with ts.open_session_manager() as manager:
+        with pytest.raises(TypeError, match="async function"):
+            await manager.start_session(fn)
+        with pytest.raises(TypeError, match="async function"):
+            manager.start_session_nowait(fn)
+        stats = check_invariants(manager)
+    assert (stats.created, stats.rejected, stats.active) == (0, 0, 0)
+
+
+async def test_synchronous_function_is_a_type_error(autojump_clock: MockClock) -> None:
+    """A function that returns no coroutine raises TypeError and leaves no trace."""
+
+    def sync_handler() -> int:
+        return 1
+
+    async with ts.open_session_manager(max_sessions=1) as manager:
+        with pytest.raises(TypeError, match="returned int, not a coroutine"):
+            await manager.start_session(sync_handler)
+        with pytest.raises(TypeError, match=r"not fn\(\*args\)"):
+            manager.start_session_nowait(sleep_then(1))  # type: ignore[arg-type]
+        stats = check_invariants(manager)
+        assert (stats.created, stats.rejected) == (0, 0)
+        # The slot was given back: the single slot is still free.
+        await manager.run(trio.lowlevel.checkpoint)
+
+
+async def test_bad_timeout_and_name_are_refused(autojump_clock: MockClock) -> None:
+    """Invalid per-call timeout or name raise ValueError/TypeError naming them."""
+    async with ts.open_session_manager() as manager:
+        with pytest.raises(ValueError, match="timeout"):
+            await manager.start_session(trio.lowlevel.checkpoint, timeout=-1)
+        with pytest.raises(ValueError, match="timeout"):
+            await manager.start_session(trio.lowlevel.checkpoint, timeout=math.nan)
+        with pytest.raises(TypeError, match="timeout"):
+            await manager.start_session(trio.lowlevel.checkpoint, timeout="1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="name"):
+            await manager.start_session(trio.lowlevel.checkpoint, name=3)  # type: ignore[arg-type]
+        assert check_invariants(manager).created == 0
 
 
 # ---------------------------------------------------------------- sessions

@@ -8,15 +8,22 @@ every counter, the metadata bytes and the capacity tokens must be exactly right.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from session_helpers import (
+    META,
+    META_BYTES,
+    MODES,
+    admit,
+    expect,
+    sleep_then,
+)
 from trio.testing import MockClock
 
 import trio_sessions as ts
@@ -25,113 +32,9 @@ from trio_sessions.testing import check_invariants
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 
-META = {"client": "fault-matrix", "note": "ünïcode"}
-META_BYTES = len(json.dumps(META, separators=(",", ":"), ensure_ascii=False).encode())
-
-#: How the session under test gets in: admitted at once by the async API, by
-#: the synchronous fast path, or after queueing behind sessions holding every slot.
-MODES = ("running", "nowait", "waiting")
-
 
 class Boom(ValueError):
     """The ordinary failure a session function raises."""
-
-
-async def sleep_then(seconds: float, value: Any = None) -> Any:
-    await trio.sleep(seconds)
-    return value
-
-
-async def admit(
-    manager: ts.SessionManager,
-    mode: str,
-    fn: Callable[..., Awaitable[Any]],
-    *args: Any,
-    timeout: float | None = None,
-) -> tuple[ts.Session, float, int]:
-    """Admit ``fn`` as ``mode`` says; return the session, its start time, blockers.
-
-    In ``"waiting"`` mode every free slot is first taken by a blocker that
-    succeeds after 1 s, so the session queues and starts at ``t0 + 1``.
-    """
-    blockers = 0
-    if mode == "waiting":
-        while manager.statistics().active < manager.config.max_sessions:
-            manager.start_session_nowait(sleep_then, 1)
-            blockers += 1
-        assert manager.statistics().waiting == 0
-    start = trio.current_time()
-    if mode == "nowait":
-        session = manager.start_session_nowait(
-            fn, *args, metadata=META, timeout=timeout
-        )
-    else:
-        session = await manager.start_session(fn, *args, metadata=META, timeout=timeout)
-    assert trio.current_time() == start + (1 if mode == "waiting" else 0)
-    return session, trio.current_time(), blockers
-
-
-def expect(
-    manager: ts.SessionManager,
-    *,
-    created: int,
-    succeeded: int = 0,
-    failed: int = 0,
-    timed_out: int = 0,
-    cancelled: int = 0,
-    active: int = 0,
-    waiting: int = 0,
-    capacity: int = 0,
-    shutting_down: int = 0,
-    metadata: int = 0,
-    metadata_bytes: int = 0,
-    other_rejections: int = 0,
-) -> ts.SessionStatistics:
-    """Assert every counter of ``manager`` exactly, and that its tokens match."""
-    stats = check_invariants(manager)
-    actual = {
-        "created": stats.created,
-        "succeeded": stats.succeeded,
-        "failed": stats.failed,
-        "timed_out": stats.timed_out,
-        "cancelled": stats.cancelled,
-        "active": stats.active,
-        "waiting": stats.waiting,
-        "rejections": {
-            reason: stats.rejections[reason]
-            for reason in ("capacity", "shutting_down", "metadata")
-        },
-        "other_rejections": stats.rejected
-        - sum(stats.rejections[r] for r in ("capacity", "shutting_down", "metadata")),
-        "metadata_bytes": stats.metadata_bytes,
-        "sessions": len(manager.sessions),
-    }
-    wanted = {
-        "created": created,
-        "succeeded": succeeded,
-        "failed": failed,
-        "timed_out": timed_out,
-        "cancelled": cancelled,
-        "active": active,
-        "waiting": waiting,
-        "rejections": {
-            "capacity": capacity,
-            "shutting_down": shutting_down,
-            "metadata": metadata,
-        },
-        "other_rejections": other_rejections,
-        "metadata_bytes": metadata_bytes,
-        "sessions": active,
-    }
-    wrong = {
-        key: (actual[key], wanted[key]) for key in wanted if actual[key] != wanted[key]
-    }
-    assert not wrong, f"(actual, expected) by field: {wrong}"
-    assert stats.created == stats.active + stats.completed
-    assert stats.completed == succeeded + failed + timed_out + cancelled
-    assert stats.rejected == sum(stats.rejections.values())
-    assert stats.durations.count == stats.completed
-    return stats
 
 
 @pytest.fixture
@@ -152,7 +55,7 @@ def stuck_log() -> Generator[list[tuple[float, logging.LogRecord]], None, None]:
         logger.removeHandler(handler)
 
 
-# --------------------------------------------------------- ordinary exceptions
+# ---------------------------------------------------------------- ordinary exceptions
 
 
 def group_of_booms() -> BaseException:
@@ -203,7 +106,7 @@ async def test_exception_is_an_error(
     assert trio.current_time() == t0 + delay
 
 
-# ------------------------------------------------------------- BaseException
+# ---------------------------------------------------------------------- BaseException
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -235,6 +138,30 @@ async def test_base_exception_cancels_the_rest_and_propagates(
     assert bystander.outcome is ts.Outcome.CANCELLED
     assert bystander.completed_at == t0 + 1
     expect(manager, created=2 + blockers, succeeded=blockers, cancelled=2)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+async def test_base_exception_in_session_propagates(
+    exc_type: type[BaseException], autojump_clock: MockClock
+) -> None:
+    """KeyboardInterrupt/SystemExit in a session cancel the others, propagate bare."""
+
+    async def interrupt() -> None:
+        await trio.sleep(1)
+        raise exc_type
+
+    with pytest.raises(exc_type):
+        async with ts.open_session_manager() as manager:
+            other = await manager.start_session(sleep_then, 100)
+            interrupted = await manager.start_session(interrupt)
+            await trio.sleep(50)
+    assert trio.current_time() == 1
+    assert other.outcome is ts.Outcome.CANCELLED
+    # Only Exceptions are ERRORs: the interrupted session counts as cancelled.
+    assert interrupted.outcome is ts.Outcome.CANCELLED
+    assert interrupted.cancel_reason == f"interrupted by {exc_type.__name__}"
+    stats = manager.statistics()
+    assert (stats.active, stats.cancelled, stats.failed) == (0, 2, 0)
 
 
 async def test_base_exception_refuses_the_queued_callers(
@@ -270,7 +197,7 @@ async def test_base_exception_refuses_the_queued_callers(
     expect(manager, created=1, cancelled=1, shutting_down=1)
 
 
-# ----------------------------------------------------- not an async function
+# -------------------------------------------------------------- not an async function
 
 
 def returns_int() -> int:
@@ -359,7 +286,7 @@ async def test_refused_queued_caller_is_not_in_wait_times(
         assert stats.wait_times.count == 0
 
 
-# ------------------------------------------------------ shielded and stuck
+# ----------------------------------------------------------------- shielded and stuck
 
 
 async def shielded(seconds: float) -> str:
@@ -467,7 +394,7 @@ async def test_shield_that_ends_within_the_grace_is_not_stuck(
     expect(manager, created=1, cancelled=1)
 
 
-# ----------------------------------------------- swallowed cancellation
+# ------------------------------------------------------------- swallowed cancellation
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -514,334 +441,26 @@ async def test_swallowed_cancellation_still_decides_the_outcome(
             expect(manager, created=1 + blockers, succeeded=blockers, cancelled=1)
 
 
-# ------------------------------------------------------- deadline boundaries
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_work_ending_exactly_at_the_deadline_times_out(
-    mode: str, autojump_clock: MockClock
-) -> None:
-    """The deadline is inclusive, as in trio.fail_after; a moment earlier succeeds."""
-    async with ts.open_session_manager(max_sessions=2, max_waiting=1) as manager:
-        exact, t0, blockers = await admit(manager, mode, sleep_then, 2, timeout=2)
-        early = manager.start_session_nowait(sleep_then, 1.999, "early", timeout=2)
-        with pytest.raises(ts.SessionTimeout):
-            await exact.wait()
-        assert exact.outcome is ts.Outcome.TIMEOUT
-        assert (exact.completed_at, exact.duration) == (t0 + 2, 2)
-        assert await early.wait() == "early"
-        expect(manager, created=2 + blockers, succeeded=1 + blockers, timed_out=1)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_cancel_at_the_instant_the_deadline_fires_is_a_timeout(
-    mode: str, autojump_clock: MockClock
-) -> None:
-    """Session.cancel() in the step its deadline fires does nothing: timeout wins."""
-    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-        session, t0, blockers = await admit(manager, mode, sleep_then, 10, timeout=2)
-        await trio.sleep(2)
-        session.cancel("too late")
-        session.cancel()
-        await trio.testing.wait_all_tasks_blocked()
-        assert session.outcome is ts.Outcome.TIMEOUT
-        assert session.cancel_reason is None
-        assert session.completed_at == t0 + 2
-        expect(manager, created=1 + blockers, succeeded=blockers, timed_out=1)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_cancel_just_before_the_deadline_is_a_cancellation(
-    mode: str, autojump_clock: MockClock
-) -> None:
-    """Session.cancel() a moment before the deadline wins; the deadline then is moot."""
-    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-        session, t0, blockers = await admit(manager, mode, sleep_then, 10, timeout=2)
-        await trio.sleep(1.5)
-        session.cancel("client left")
-        await trio.sleep(5)
-        assert session.outcome is ts.Outcome.CANCELLED
-        assert session.completed_at == t0 + 1.5
-        with pytest.raises(ts.SessionCancelled, match="client left"):
-            await session.wait()
-        expect(manager, created=1 + blockers, succeeded=blockers, cancelled=1)
-
-
-async def test_cancel_while_unwinding_from_a_timeout_keeps_the_timeout(
+async def test_swallowed_cancellation_still_counts_as_timeout(
     autojump_clock: MockClock,
 ) -> None:
-    """cancel() while a timed-out session still unwinds changes nothing: TIMEOUT."""
+    """A function that swallows its deadline's Cancelled is still a TIMEOUT."""
 
-    async def slow_cleanup() -> None:
+    async def stubborn() -> str:
         try:
-            await trio.sleep(100)
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(3)
+            await trio.sleep(10)
+        except trio.Cancelled:
+            return "ignored"
+        return "slept"
 
-    async with ts.open_session_manager() as manager:
-        session = manager.start_session_nowait(slow_cleanup, metadata=META, timeout=2)
-        await trio.sleep(3)
-        assert session.outcome is None
-        session.cancel()
-        expect(manager, created=1, active=1, metadata_bytes=META_BYTES)
+    async with ts.open_session_manager(request_timeout=1) as manager:
+        session = await manager.start_session(stubborn)
         with pytest.raises(ts.SessionTimeout):
             await session.wait()
-        assert session.completed_at == 5
-        assert session.cancel_reason is None
-        expect(manager, created=1, timed_out=1)
+    assert manager.statistics().timed_out == 1
 
 
-# ----------------------------------------------------------------- shutdown
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_concurrent_shutdowns_share_one_report(
-    mode: str, autojump_clock: MockClock
-) -> None:
-    """A second shutdown during the first waits for it and returns the same report."""
-    reports: list[ts.ShutdownReport] = []
-
-    async def shut(timeout: float) -> None:
-        reports.append(await manager.shutdown(timeout=timeout))
-        assert trio.current_time() == t0 + 2
-
-    async with ts.open_session_manager(max_sessions=2, max_waiting=1) as manager:
-        session, t0, blockers = await admit(manager, mode, sleep_then, 10)
-        quick = manager.start_session_nowait(sleep_then, 1, metadata=META)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(shut, 2)
-            await trio.sleep(0.5)
-            nursery.start_soon(shut, 7)
-    assert trio.current_time() == t0 + 2
-    assert len(reports) == 2
-    assert reports[0] is reports[1]
-    assert reports[0] == ts.ShutdownReport(
-        initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=2
-    )
-    assert (quick.outcome, session.outcome) == (
-        ts.Outcome.SUCCESS,
-        ts.Outcome.CANCELLED,
-    )
-    expect(manager, created=2 + blockers, succeeded=1 + blockers, cancelled=1)
-
-
-async def test_cancelling_one_of_two_shutdowns_cancels_the_sessions_at_once(
-    autojump_clock: MockClock,
-) -> None:
-    """If one concurrent shutdown caller is cancelled, both see the sessions end now."""
-    async with ts.open_session_manager(shutdown_timeout=10) as manager:
-        slow = manager.start_session_nowait(sleep_then, 100, metadata=META)
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(1):
-                nursery.start_soon(manager.shutdown)
-                await manager.shutdown()
-        assert trio.current_time() == 1
-        assert slow.outcome is ts.Outcome.CANCELLED
-        report = await manager.shutdown()
-    assert (report.initial_active, report.cancelled, report.completed) == (1, 1, 0)
-    assert report.duration == 1
-    expect(manager, created=1, cancelled=1)
-
-
-async def test_shutdown_from_inside_a_session_drains_then_cancels_its_caller(
-    autojump_clock: MockClock,
-) -> None:
-    """A session calling shutdown() waits out the drain, then is cancelled itself."""
-    seen: list[str] = []
-
-    async def admin() -> None:
-        try:
-            await manager.shutdown(timeout=2)
-        except trio.Cancelled:
-            seen.append(f"cancelled at {trio.current_time()}")
-            raise
-
-    async with ts.open_session_manager(max_sessions=3) as manager:
-        caller = manager.start_session_nowait(admin, metadata=META)
-        other = manager.start_session_nowait(sleep_then, 1, metadata=META)
-        await trio.sleep(0.5)
-        with pytest.raises(ts.ShuttingDownError):
-            manager.start_session_nowait(sleep_then, 1)
-        report = await manager.shutdown()
-        assert trio.current_time() == 2
-    assert seen == ["cancelled at 2.0"]
-    assert caller.outcome is ts.Outcome.CANCELLED
-    assert other.outcome is ts.Outcome.SUCCESS
-    assert report == ts.ShutdownReport(
-        initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=2
-    )
-    expect(manager, created=2, succeeded=1, cancelled=1, shutting_down=1)
-
-
-async def test_drain_deadline_and_session_deadline_at_the_same_instant(
-    autojump_clock: MockClock,
-) -> None:
-    """A session timing out as the drain ends is a timeout in the report too."""
-    for _ in range(30):  # trio shuffles tasks woken together: try several orders
-        async with ts.open_session_manager(request_timeout=None) as manager:
-            session = manager.start_session_nowait(sleep_then, 10, timeout=2)
-            start = trio.current_time()
-            report = await manager.shutdown(timeout=2)
-        assert trio.current_time() == start + 2
-        assert session.outcome is ts.Outcome.TIMEOUT
-        assert (report.completed, report.cancelled) == (1, 0)
-        assert not report.timeout_reached
-        expect(manager, created=1, timed_out=1)
-
-
-# ------------------------------------------------------- nested sessions
-
-
-async def test_session_starting_a_session_with_room(autojump_clock: MockClock) -> None:
-    """A session may start and await another on the same manager when a slot is free."""
-
-    async def parent() -> str:
-        child = await manager.start_session(sleep_then, 1, "child", metadata=META)
-        return f"parent of {await child.wait()}"
-
-    async with ts.open_session_manager(max_sessions=2) as manager:
-        session = manager.start_session_nowait(parent, metadata=META)
-        assert await session.wait() == "parent of child"
-        assert trio.current_time() == 1
-        stats = expect(manager, created=2, succeeded=2)
-        assert stats.peak_metadata_bytes == 2 * META_BYTES
-
-
-async def test_session_starting_a_session_when_full_is_refused(
-    autojump_clock: MockClock,
-) -> None:
-    """With its own slot the last one and no queue, the child is a CapacityError."""
-
-    async def parent() -> None:
-        await manager.start_session(sleep_then, 1)
-
-    async with ts.open_session_manager(max_sessions=1) as manager:
-        session = manager.start_session_nowait(parent, metadata=META)
-        with pytest.raises(ts.CapacityError):
-            await session.wait()
-        expect(manager, created=1, failed=1, capacity=1)
-
-
-async def test_session_queueing_behind_itself_times_out(
-    autojump_clock: MockClock,
-) -> None:
-    """A session queueing for its own slot gets CapacityError at wait_timeout."""
-
-    async def parent() -> None:
-        await manager.start_session(sleep_then, 1)
-
-    async with ts.open_session_manager(
-        max_sessions=1, max_waiting=1, wait_timeout=3
-    ) as manager:
-        session = manager.start_session_nowait(parent, metadata=META)
-        with pytest.raises(ts.CapacityError):
-            await session.wait()
-        assert session.completed_at == 3
-        expect(manager, created=1, failed=1, capacity=1)
-
-
-async def test_session_queueing_behind_itself_is_freed_by_shutdown(
-    autojump_clock: MockClock,
-) -> None:
-    """A session queued forever behind itself gets ShuttingDownError; no deadlock."""
-
-    async def parent() -> None:
-        await manager.start_session(sleep_then, 1)
-
-    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-        session = manager.start_session_nowait(parent, metadata=META)
-        await trio.sleep(4)
-        expect(manager, created=1, active=1, waiting=1, metadata_bytes=META_BYTES)
-        report = await manager.shutdown(timeout=10)
-        assert trio.current_time() == 4
-    assert session.outcome is ts.Outcome.ERROR
-    with pytest.raises(ts.ShuttingDownError):
-        await session.wait()
-    assert report == ts.ShutdownReport(
-        initial_active=1, completed=1, cancelled=0, timeout_reached=False, duration=0
-    )
-    expect(manager, created=1, failed=1, shutting_down=1)
-
-
-# ------------------------------------------- the manager's nursery cancelled
-
-
-@pytest.mark.parametrize("how", ["outer-cancel", "outer-scope"])
-async def test_cancelled_from_outside_mid_admission(
-    how: str, autojump_clock: MockClock
-) -> None:
-    """Cancelling the manager's nursery mid-admission admits and leaks nothing."""
-    queued: list[str] = []
-
-    async def caller(manager: ts.SessionManager) -> None:
-        try:
-            await manager.start_session(sleep_then, 1, metadata=META)
-        except trio.Cancelled:
-            queued.append("cancelled")
-            raise
-
-    with trio.move_on_after(1 if how == "outer-scope" else 100) as outer:
-        async with ts.open_session_manager(
-            max_sessions=1, max_waiting=2, shutdown_timeout=50
-        ) as manager:
-            running = manager.start_session_nowait(sleep_then, 10, metadata=META)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(caller, manager)
-                nursery.start_soon(caller, manager)
-                await trio.testing.wait_all_tasks_blocked()
-                expect(
-                    manager,
-                    created=1,
-                    active=1,
-                    waiting=2,
-                    metadata_bytes=META_BYTES,
-                )
-                if how == "outer-cancel":
-                    await trio.sleep(1)
-                    outer.cancel()
-                await trio.sleep(50)
-    assert outer.cancelled_caught
-    assert trio.current_time() == 1
-    assert queued == ["cancelled", "cancelled"]
-    assert running.outcome is ts.Outcome.CANCELLED
-    assert running.completed_at == 1
-    expect(manager, created=1, cancelled=1)
-    with pytest.raises(ts.ShuttingDownError):
-        manager.start_session_nowait(sleep_then, 1)
-
-
-async def test_waiter_handed_a_slot_as_the_nursery_is_cancelled(
-    autojump_clock: MockClock,
-) -> None:
-    """A token handed to a queued caller in the step of cancellation goes back."""
-
-    async def caller() -> None:
-        await manager.start_session(sleep_then, 1, metadata=META)
-
-    async def release_and_cancel() -> None:
-        holder.cancel()
-        await trio.lowlevel.checkpoint()
-        outer.cancel()
-
-    with trio.CancelScope() as outer:
-        async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-            holder = manager.start_session_nowait(sleep_then, 10, metadata=META)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(caller)
-                await trio.testing.wait_all_tasks_blocked()
-                await trio.sleep(1)
-                await release_and_cancel()
-                await trio.sleep(50)
-    assert trio.current_time() == 1
-    stats = manager.statistics()
-    assert stats.active == 0
-    assert stats.metadata_bytes == 0
-    assert stats.created == stats.completed == stats.cancelled
-    assert stats.rejected == 0
-
-
-# -------------------------------------------------------- hooks (guards)
+# --------------------------------------------------------------------- hooks (guards)
 
 
 class FaultyGuard(ts.AdmissionGuard):
