@@ -34,8 +34,8 @@ from trio_sessions.asgi import (
     Scope,
     Send,
     SessionMiddleware,
-    _fit_metadata,
 )
+from trio_sessions.testing import check_invariants
 
 # ------------------------------------------------------------------- harness
 
@@ -108,6 +108,7 @@ async def request(
     headers: Iterable[tuple[bytes, bytes]] = (),
     disconnect: trio.Event | None = None,
     on_receive: Callable[[], None] | None = None,
+    client: tuple[str, int] = ("127.0.0.1", 5000),
 ) -> Response:
     """One HTTP request; the client leaves when ``disconnect`` is set.
 
@@ -125,7 +126,7 @@ async def request(
         "raw_path": path.encode(),
         "query_string": b"",
         "headers": list(headers),
-        "client": ("127.0.0.1", 5000),
+        "client": client,
         "server": ("127.0.0.1", 80),
     }
 
@@ -186,8 +187,8 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def counts(middleware: SessionMiddleware) -> dict[str, Any]:
-    stats = middleware.manager.statistics()
-    assert stats.created == stats.active + stats.completed
+    """The middleware's manager's counters, once its invariants are checked."""
+    stats = check_invariants(middleware.manager)
     return {
         "created": stats.created,
         "succeeded": stats.succeeded,
@@ -554,13 +555,27 @@ async def test_long_path_is_shortened_to_the_metadata_limit() -> None:
 )
 def test_fit_metadata_always_fits(path: str, client: str, limit: int) -> None:
     """Shortened metadata fits the limit, keeping a prefix of the path."""
-    metadata = {"method": "GET", "path": path, "client": client}
-    fitted = _fit_metadata(metadata, limit)
-    if fitted is None:
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        (session,) = middleware.manager.sessions.values()
+        seen.append((dict(session.metadata), session.metadata_bytes))
+        await respond(send)
+
+    middleware = SessionMiddleware(app, max_session_metadata_bytes=limit)
+
+    async def one_request() -> Response:
+        async with serving(middleware):
+            return await request(middleware, path, client=(client, 5000))
+
+    response = trio.run(one_request)
+    assert response.status == 200
+    [(fitted, held)] = seen
+    if held == 0:  # not even {} fits: the request runs without metadata
         assert limit < 2
         return
     size = len(json.dumps(fitted, separators=(",", ":"), ensure_ascii=False).encode())
-    assert size <= limit
+    assert size == held <= limit
     assert path.startswith(fitted.get("path", ""))
 
 
