@@ -682,7 +682,10 @@ async def test_excluded_paths_and_websockets_bypass_sessions() -> None:
         async def nothing() -> Message:
             raise AssertionError("not called")  # pragma: no cover
 
-        await middleware({"type": "websocket", "path": "/ws"}, nothing, respond)
+        async def no_send(message: Message) -> None:
+            raise AssertionError("not called")  # pragma: no cover
+
+        await middleware({"type": "websocket", "path": "/ws"}, nothing, no_send)
         assert counts(middleware) == totals()
     assert scopes == ["lifespan", "http", "websocket"]
 

@@ -260,7 +260,7 @@ async def test_synchronous_function_is_a_type_error(autojump_clock: MockClock) -
 
     async with ts.open_session_manager(max_sessions=1) as manager:
         with pytest.raises(TypeError, match="returned int, not a coroutine"):
-            await manager.start_session(sync_handler)
+            await manager.start_session(sync_handler)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"not fn\(\*args\)"):
             manager.start_session_nowait(sleep_then(1))  # type: ignore[arg-type]
         stats = check_invariants(manager)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import types
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
@@ -211,8 +212,9 @@ def returns_none() -> None:
 class Awaitable42:
     """An awaitable that is not a coroutine: trio refuses these too."""
 
-    def __await__(self) -> Generator[Any, None, int]:
-        return (yield from iter(()))  # pragma: no cover - never awaited
+    def __await__(self) -> Generator[Any, None, int]:  # pragma: no cover
+        yield from ()  # never awaited
+        return 42
 
 
 async def agen() -> AsyncGenerator[int, None]:
@@ -252,6 +254,7 @@ async def test_coroutine_object_is_refused_without_a_warning(
         coro = sleep_then(1)
         with pytest.raises(TypeError, match="not fn"):
             await admit(manager, mode, coro)  # type: ignore[arg-type]
+        assert isinstance(coro, types.CoroutineType)
         assert coro.cr_frame is None  # closed, so no RuntimeWarning later
         blockers = 1 if mode == "waiting" else 0
         expect(manager, created=blockers, active=blockers)
@@ -281,7 +284,7 @@ async def test_refused_queued_caller_is_not_in_wait_times(
     """wait_times counts sessions that queued, not callers refused after queueing."""
     async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
         with pytest.raises(TypeError):
-            await admit(manager, "waiting", returns_int)
+            await admit(manager, "waiting", returns_int)  # type: ignore[arg-type]
         stats = expect(manager, created=1, succeeded=1)
         assert stats.wait_times.count == 0
 

@@ -107,9 +107,10 @@ class Model:
     def run_until(self, until: float) -> None:
         """Let deadlines and queue timeouts fire, in time order, up to ``until``."""
         while True:
-            events = [(j.deadline, 0, j) for j in self.live if j.deadline <= until]
-            events += [(j.queued_until, 1, j) for j in self.queue]
-            events = [e for e in events if e[0] is not None and e[0] <= until]
+            due: list[tuple[float | None, int, Job]]
+            due = [(j.deadline, 0, j) for j in self.live if j.deadline <= until]
+            due += [(j.queued_until, 1, j) for j in self.queue]
+            events = [(t, k, j) for t, k, j in due if t is not None and t <= until]
             if not events:
                 break
             when = min(e[0] for e in events)

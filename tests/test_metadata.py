@@ -137,7 +137,7 @@ async def test_metadata_keys_that_collide_as_json_are_rejected(
     """Keys 1 and "1" would count bytes for two keys but keep one: refused."""
     async with ts.open_session_manager() as manager:
         with pytest.raises(ts.MetadataError, match="collide"):
-            manager.start_session_nowait(sleep_then, 1, metadata={"1": "x", 1: "y"})
+            manager.start_session_nowait(sleep_then, 1, metadata={"1": "x", 1: "y"})  # type: ignore[dict-item]
         stats = check_invariants(manager)
     assert (stats.rejections["metadata"], stats.created) == (1, 0)
 

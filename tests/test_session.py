@@ -30,7 +30,8 @@ async def test_start_session_registers_and_runs(autojump_clock: MockClock) -> No
         assert session.name == "job"
         assert session.created_at == 0
         assert await session.wait() == "done"
-        assert session.state is ts.SessionState.COMPLETED
+        # mypy keeps the narrowing of the first assert across the await.
+        assert session.state is ts.SessionState.COMPLETED  # type: ignore[comparison-overlap]
         assert session.outcome is ts.Outcome.SUCCESS
         assert session.id not in manager.sessions
         assert (session.started_at, session.completed_at, session.duration) == (0, 1, 1)
