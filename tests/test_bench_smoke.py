@@ -70,7 +70,7 @@ def test_breakdown_itemizes_the_difference_by_function() -> None:
     assert header.startswith("burst: bytecode instructions per session")
     functions = {row.split()[-1] for row in rows}
     # The session's own steps show up, and so does raw Trio's task.
-    assert {"_manager.py:start_session_nowait", "_task.py:run_session"} <= functions
+    assert {"_admission.py:start_session_nowait", "_task.py:run_session"} <= functions
     assert "bench_sessions.py:_raw_trio_task" in functions
 
 
