@@ -645,3 +645,19 @@ def test_send_extensions_end_the_response(final: str) -> None:
     assert race.manager is not None
     assert race.manager.statistics().succeeded == 1
     assert_slot_free(race)
+
+
+async def test_outer_cancel_during_the_drain_counts_what_it_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sessions the code around cancels mid-drain are cancelled in the report too."""
+    with trio.move_on_after(2):
+        async with ts.open_session_manager(shutdown_timeout=10) as manager:
+            for _ in range(3):
+                await manager.start_session(trio.sleep, 100)
+            # Leaving the block drains for up to 10 s; the outer scope ends it at 2.
+    report = await manager.shutdown()
+    stats = manager.statistics()
+    assert (report.initial_active, report.completed, report.cancelled) == (3, 0, 3)
+    assert stats.cancelled == report.cancelled
+    assert trio.current_time() == 2

@@ -235,7 +235,7 @@ class SessionManager(Admission):
             why = session.cancel_reason
             self._abort(f"cancelled because session {session.id} was {why}")
         if self._drain.closing:
-            self._drain.session_settled(now)
+            self._drain.session_settled(session, now)
 
     # ---------------------------------------------------------------- shutdown
 

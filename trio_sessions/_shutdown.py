@@ -13,8 +13,9 @@ from typing import Any, final
 
 import trio
 
-from ._session import Session
+from ._session import Outcome, Session
 from ._statistics import ShutdownReport
+from ._task import OUTSIDE_CANCEL_REASON
 
 __all__ = ["SHUTDOWN_CANCEL_REASON", "Drain"]
 
@@ -68,7 +69,8 @@ class Drain:
         self._started_at = 0.0
         self._deadline = math.inf
         self._initial = 0
-        self._cancelled = 0
+        # Numbers of the sessions the drain (or the code around) cancelled.
+        self._cancelled: set[int] = set()
         self._cancel_started_at: float | None = None
         self._timeout_reached = False
 
@@ -84,8 +86,17 @@ class Drain:
         if not self._sessions:
             self._finish(now, stuck=())
 
-    def session_settled(self, now: float) -> None:
-        """A session completed while closing: the last one ends the drain."""
+    def session_settled(self, session: Session[Any], now: float) -> None:
+        """A session completed while closing: the last one ends the drain.
+
+        One that the code around the manager cancelled before the drain got
+        to cancel it is counted as cancelled too, not as completed.
+        """
+        if (
+            session.outcome is Outcome.CANCELLED
+            and session.cancel_reason == OUTSIDE_CANCEL_REASON
+        ):
+            self._cancelled.add(session._number)
         if not self._sessions and self.report is None:
             self._finish(now, stuck=())
 
@@ -96,9 +107,9 @@ class Drain:
         self._cancel_started_at = trio.current_time()
         # A session whose own deadline or Session.cancel() got there first is
         # ending on its own account: it counts as completed, not cancelled.
-        self._cancelled = sum(
-            session._cancel(reason) for session in list(self._sessions.values())
-        )
+        for number, session in list(self._sessions.items()):
+            if session._cancel(reason):
+                self._cancelled.add(number)
 
     async def run(self) -> ShutdownReport:
         """Wait out the drain, cancel what is left, and return the report."""
@@ -129,7 +140,7 @@ class Drain:
         return self.report
 
     def _finish(self, now: float, stuck: tuple[str, ...]) -> None:
-        cancelled = self._cancelled
+        cancelled = len(self._cancelled)
         self.report = ShutdownReport(
             initial_active=self._initial,
             completed=self._initial - cancelled,
