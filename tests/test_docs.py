@@ -29,6 +29,7 @@ import trio
 import trio.testing
 
 import trio_sessions as ts
+from trio_sessions.asgi import Receive, Scope, Send
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -524,7 +525,7 @@ def test_pages_that_wrap_an_app_say_what_the_body_limit_does() -> None:
     assert "``keep_alive_timeout``" in asgi
 
 
-async def partial_response(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def partial_response(scope: Scope, receive: Receive, send: Send) -> None:
     """An ASGI app whose ``/partial`` starts a response and then stalls."""
     if scope["type"] == "lifespan":
         while True:

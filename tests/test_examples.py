@@ -614,6 +614,7 @@ async def test_websocket_example_disconnect_and_sigterm(tmp_path: Path) -> None:
                 assert finished["result"]["structuredContent"] == {"slept": 1}
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.get_message()
+                assert closed.value.reason is not None
                 assert closed.value.reason.code == 1001
             status, _ = await server.wait_exit()
             assert status == 0

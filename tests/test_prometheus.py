@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 import trio_sessions as ts
-from trio_sessions.asgi import Receive, Scope, Send, SessionMiddleware
+from trio_sessions.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from trio_sessions.prometheus import SessionCollector
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -107,14 +107,15 @@ async def test_every_statistic_is_exposed(
         assert value(samples, "trio_sessions_duration_seconds_sum") == pytest.approx(
             durations.mean * 6
         )
-        for quantile, expected in (
+        quantiles: tuple[tuple[str, float | None], ...] = (
             ("0.5", durations.p50),
             ("0.9", durations.p90),
             ("0.99", durations.p99),
-        ):
+        )
+        for quantile, wanted in quantiles:
             assert value(
                 samples, "trio_sessions_duration_seconds", quantile=quantile
-            ) == pytest.approx(expected)
+            ) == pytest.approx(wanted)
         assert value(samples, "trio_sessions_duration_max_seconds") == pytest.approx(4)
         assert value(samples, "trio_sessions_wait_seconds_count") == 0
 
@@ -197,10 +198,10 @@ async def test_middleware_is_a_source_once_started() -> None:
     SessionCollector({"http": middleware}, registry=registry)
     assert ("trio_sessions_active", (("manager", "http"),)) not in scrape(registry)
 
-    to_app, receive = trio.open_memory_channel[dict[str, str]](1)
+    to_app, receive = trio.open_memory_channel[Message](1)
     sent: list[str] = []
 
-    async def send(message: dict[str, str]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message["type"])
 
     async with trio.open_nursery() as nursery:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +18,7 @@ SOAK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
 
 @pytest.fixture(scope="module")
-def soak() -> ModuleType:
+def soak() -> Iterator[ModuleType]:
     """benchmarks/soak.py, imported by path (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location("_trio_sessions_soak", SOAK_PATH)
     assert spec is not None

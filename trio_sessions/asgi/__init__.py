@@ -11,7 +11,6 @@ messages pass through an ``Exchange`` (``_exchange.py``); the lifespan lives in
 from __future__ import annotations
 
 from ._middleware import SessionMiddleware as SessionMiddleware
-from ._request_metadata import fit_metadata as _fit_metadata  # noqa: F401
 from ._types import ASGIApp as ASGIApp
 from ._types import Message as Message
 from ._types import Receive as Receive
