@@ -1,7 +1,8 @@
 """The ``trio-sessions`` command: its parser, and ``main()``, which dispatches.
 
 Each subcommand has its own module, ``_loadtest`` (with ``_render`` to show
-its report) and ``_serve``; what they share is in ``_usage``.
+its report) and ``_serve``; what they share is in ``_usage``. Their heavy
+imports (rich, httpx, Hypercorn) wait until a run needs them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import _loadtest
+from . import _loadtest, _serve
 from ._usage import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -53,10 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="example: trio-sessions serve --port 8000 --max-sessions 100",
     )
-    # Imported here so that loadtest never pays for the server's imports.
-    from ._serve import configure_parser
-
-    configure_parser(serve)
+    _serve.configure_parser(serve)
     return parser
 
 
@@ -92,10 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         if args.command == "serve":
-            # Imported here so that loadtest never pays for the server's imports.
-            from ._serve import run
-
-            return run(args)
+            return _serve.run(args)
         return _loadtest.run(args)
     except UsageError as exc:
         message = str(exc)
