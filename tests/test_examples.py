@@ -30,7 +30,7 @@ from e2e_helpers import (
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed
 
-from trio_sessions import _serve
+from trio_sessions._cli import _serve
 
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -629,7 +629,7 @@ async def test_serve_subcommand_serves_and_drains(tmp_path: Path) -> None:
     """The serve subcommand's app answers, exposes /metrics and exits 0 on SIGTERM."""
     code = (
         "import argparse, sys\n"
-        "from trio_sessions._serve import configure_parser, run\n"
+        "from trio_sessions._cli._serve import configure_parser, run\n"
         "parser = argparse.ArgumentParser()\n"
         "configure_parser(parser)\n"
         "sys.exit(run(parser.parse_args()))\n"

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import trio
 
-from trio_sessions import SessionConfig, _serve, _wire
+from trio_sessions import SessionConfig, _wire
+from trio_sessions._cli import _serve
 from trio_sessions._server_options import EPILOG, EXIT_FORCED
 from trio_sessions.demo import build_app
 
