@@ -11,6 +11,7 @@ import os
 import random
 import secrets
 import socket
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
 import attrs
@@ -23,6 +24,7 @@ from .._guard import AdmissionGuard
 from .._validate import check_seconds
 from ._scripts import BATCH
 from ._statistics import BackendUnavailableError, RedisLimitStatistics
+from ._sentinel import FailoverWatch, sentinel_primary
 from ._store import LeaseStore, Unavailable
 
 if TYPE_CHECKING:
@@ -59,8 +61,8 @@ class RedisSessionLimit(AdmissionGuard):
     scored by its expiry, computed from the Redis server's clock. A lease is
     added only while the set holds fewer than ``limit`` live leases, renewed
     by a task in the manager's nursery every ``ttl / 3`` seconds, and removed
-    as soon as its session completes. A process that dies without releasing
-    gives its leases back after ``ttl`` seconds::
+    once its session completes. A process that dies without releasing gives
+    its leases back after ``ttl`` seconds::
 
         client = coredis.Redis(host="redis.internal", port=6379)
         guard = RedisSessionLimit(client, limit=40, key="quota:upstream-api")
@@ -73,6 +75,14 @@ class RedisSessionLimit(AdmissionGuard):
     ``max_waiting`` / ``wait_timeout`` semantics, polling Redis with a jittered
     backoff of at most ``poll_interval`` seconds (waiters of different
     processes are not served in FIFO order).
+
+    Admission costs one round trip, and no more: callers that arrive while an
+    acquire is in flight are admitted together by the next one (in FIFO order,
+    each lease its own member), and a release rides on the next acquire, or
+    goes alone after ``release_delay`` seconds if none comes. So a released
+    lease stays in Redis at most ``release_delay + op_timeout`` seconds, and
+    never refuses a caller of this process, whose acquire removes it before
+    counting.
 
     Failure policy (``on_unavailable``), for when Redis does not answer within
     ``op_timeout`` seconds:
@@ -108,6 +118,8 @@ class RedisSessionLimit(AdmissionGuard):
       op_timeout: seconds any one call to Redis may take; must be below ``ttl``
         (best at most ``ttl / 3``).
       poll_interval: longest pause between two tries while waiting for room.
+      release_delay: longest wait, in seconds, for an acquire to carry a
+        release before it is sent alone; >= 0 (0: at once).
 
     Raises:
       TypeError, ValueError: an argument is invalid (the message names it).
@@ -125,6 +137,7 @@ class RedisSessionLimit(AdmissionGuard):
         on_unavailable: Literal["closed", "open"] = "closed",
         op_timeout: float = 1.0,
         poll_interval: float = 0.1,
+        release_delay: float = 0.01,
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(
@@ -143,6 +156,9 @@ class RedisSessionLimit(AdmissionGuard):
         self._ttl = _seconds(ttl, "ttl")
         self._op_timeout = _seconds(op_timeout, "op_timeout")
         self._poll_interval = _seconds(poll_interval, "poll_interval")
+        delay = check_seconds(release_delay, "release_delay", finite=True)
+        assert delay is not None
+        self._release_delay = float(delay)
         if self._op_timeout >= self._ttl:
             raise ValueError(
                 f"op_timeout ({op_timeout!r}) must be below ttl ({ttl!r}), "
@@ -152,16 +168,14 @@ class RedisSessionLimit(AdmissionGuard):
         self._limit = limit
         self._key = key
         self._fail_open = on_unavailable == "open"
-        self._store = LeaseStore(client, key, limit, self._ttl, self._op_timeout)
+        self._store = LeaseStore(
+            client, key, limit, self._ttl, self._op_timeout, self._release_delay
+        )
         # Unique to this guard in the fleet, readable in redis-cli.
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:"
         self._manager: SessionManager | None = None
         self._held: dict[str, _Lease] = {}
         self._unleased: set[str] = set()
-        # Released members not yet removed from Redis -> local time after which
-        # removing them is moot (the lease has lapsed anyway).
-        self._pending: dict[str, float] = {}
-        self._release_wanted = trio.Event()
         self._waiters = 0
         self._acquired = 0
         self._refused_capacity = 0
@@ -180,6 +194,7 @@ class RedisSessionLimit(AdmissionGuard):
         on_unavailable: Literal["closed", "open"] = "closed",
         op_timeout: float = 1.0,
         poll_interval: float = 0.1,
+        release_delay: float = 0.01,
     ) -> RedisSessionLimit:
         """Build the limit and its client from a ``redis://`` URL.
 
@@ -199,7 +214,76 @@ class RedisSessionLimit(AdmissionGuard):
             on_unavailable=on_unavailable,
             op_timeout=op_timeout,
             poll_interval=poll_interval,
+            release_delay=release_delay,
         )
+
+    # Set by from_sentinel: sees each change of primary, after which no lease
+    # is granted for a quarantine.
+    _failover: FailoverWatch | None = None
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: coredis.Sentinel[bytes] | Iterable[tuple[str, int]],
+        service_name: str,
+        *,
+        limit: int,
+        key: str = "trio_sessions:leases",
+        ttl: float = 10.0,
+        on_unavailable: Literal["closed", "open"] = "closed",
+        op_timeout: float = 1.0,
+        poll_interval: float = 0.1,
+        release_delay: float = 0.01,
+        quarantine: float | None = None,
+    ) -> RedisSessionLimit:
+        """Build the limit on the primary that Redis Sentinel names for ``service_name``.
+
+        ``sentinels`` is the ``(host, port)`` of each sentinel (every connection
+        then connects and reads within ``op_timeout``), or a
+        :class:`coredis.Sentinel` of your own (a password, TLS)::
+
+            guard = RedisSessionLimit.from_sentinel(
+                [("sentinel-1", 26379), ("sentinel-2", 26379), ("sentinel-3", 26379)],
+                "sessions",
+                limit=40,
+            )
+
+        The client follows a failover by itself. As Redis replicates
+        asynchronously, the new primary may lack the last leases the old one
+        granted; so for ``quarantine`` seconds after the guard sees a new
+        primary it grants no lease, and admission follows ``on_unavailable``
+        as if Redis were down. The default, ``ttl`` under ``"closed"``, is how
+        long a lost lease's session may still run; 0 under ``"open"``, which
+        gives no bound anyway. See :doc:`/fleet` (Failover).
+        """
+        timeout = _seconds(op_timeout, "op_timeout")
+        if quarantine is None:
+            quarantine = 0.0 if on_unavailable == "open" else _seconds(ttl, "ttl")
+        seconds = check_seconds(quarantine, "quarantine", finite=True)
+        assert seconds is not None
+        client, watch = sentinel_primary(
+            sentinels, service_name, timeout=timeout, quarantine=float(seconds)
+        )
+        guard = cls(
+            client,
+            limit=limit,
+            key=key,
+            ttl=ttl,
+            on_unavailable=on_unavailable,
+            op_timeout=op_timeout,
+            poll_interval=poll_interval,
+            release_delay=release_delay,
+        )
+        guard._failover = watch
+        return guard
+
+    def _check_failover(self, member: str, granted: bool, sent: float) -> None:
+        """During a quarantine, give back the lease just granted; raise Unavailable."""
+        why = self._failover.quarantined() if self._failover is not None else None
+        if why is not None:
+            if granted:
+                self._store.release(member, sent + self._ttl)
+            raise Unavailable(why)
 
     def __repr__(self) -> str:
         policy = "open" if self._fail_open else "closed"
@@ -241,7 +325,9 @@ class RedisSessionLimit(AdmissionGuard):
             admitted_unleased=self._admitted_unleased,
             lost=self._lost,
             backend_errors=self._store.backend_errors,
-            pending_releases=len(self._pending),
+            pending_releases=self._store.pending_releases,
+            acquire_calls=self._store.acquire_calls,
+            release_calls=self._store.release_calls,
         )
 
     async def global_count(self) -> int:
@@ -271,7 +357,8 @@ class RedisSessionLimit(AdmissionGuard):
         """Keep the client open and the leases fresh for the manager's lifetime.
 
         Started by :func:`~trio_sessions.open_session_manager`; renews every
-        lease every ``ttl / 3`` seconds and removes released ones promptly.
+        lease every ``ttl / 3`` seconds and removes released ones that no
+        acquire carried within ``release_delay``.
         When cancelled at shutdown (once every session has completed and no
         caller is left inside :meth:`acquire`), it removes every lease of
         this guard from Redis, in a shielded scope bounded by ``op_timeout``;
@@ -312,7 +399,7 @@ class RedisSessionLimit(AdmissionGuard):
                 with trio.CancelScope() as loops_scope:
                     async with trio.open_nursery() as loops:
                         loops.start_soon(self._renew_loop)
-                        loops.start_soon(self._release_loop)
+                        loops.start_soon(self._store.flush_releases, loops)
                         task_status.started((client_scope, loops_scope))
                 await trio.sleep_forever()
 
@@ -338,10 +425,10 @@ class RedisSessionLimit(AdmissionGuard):
             while True:
                 sent = trio.current_time()
                 try:
+                    # Undone by the store if it raises (the script may have run).
                     granted = await self._store.acquire(member)
+                    self._check_failover(member, granted, sent)
                 except Unavailable as exc:
-                    # The script may have run with its reply lost: undo it.
-                    self._forget(member, sent + self._ttl)
                     if self._fail_open:
                         self._admitted_unleased += 1
                         self._unleased.add(session.id)
@@ -351,9 +438,6 @@ class RedisSessionLimit(AdmissionGuard):
                         f"fleet session limit unavailable ({exc}); refusing "
                         "rather than risk exceeding it"
                     ) from None
-                except BaseException:
-                    self._forget(member, sent + self._ttl)
-                    raise
                 if granted:
                     self._acquired += 1
                     self._held[session.id] = _Lease(session, member, sent + self._ttl)
@@ -382,22 +466,19 @@ class RedisSessionLimit(AdmissionGuard):
         )
 
     def release(self, session: Session) -> None:
-        """Give back the lease of ``session``; it leaves Redis in a moment.
+        """Give back the lease of ``session``; it leaves Redis within ``release_delay``.
 
         Called by the manager in the step the session completes. It never
-        blocks: the guard's background task removes the lease right away.
+        blocks: the next acquire carries the removal, or, if none comes within
+        ``release_delay``, the guard's background task sends it.
         """
         lease = self._held.pop(session.id, None)
         if lease is None:
             self._unleased.discard(session.id)
             return
-        self._forget(lease.member, lease.expires)
+        self._store.release(lease.member, lease.expires)
 
     # ---------------------------------------------------------------- internals
-
-    def _forget(self, member: str, moot_after: float) -> None:
-        self._pending[member] = moot_after
-        self._release_wanted.set()
 
     async def _renew_loop(self) -> None:
         interval = self._ttl / 3
@@ -457,22 +538,9 @@ class RedisSessionLimit(AdmissionGuard):
         # The manager's release() drops the lease once the session completes.
         lease.session.cancel(f"lease lost: fleet lease on {self._key!r}: {why}")
 
-    async def _release_loop(self) -> None:
-        backoff = 0.01
-        while True:
-            await self._release_wanted.wait()
-            self._release_wanted = trio.Event()
-            if await self._flush_releases():
-                backoff = 0.01
-            else:
-                # Redis is down: retry later, keeping only leases still alive.
-                self._release_wanted.set()
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self._ttl / 3)
-
     async def _sweep(self) -> None:
         """Remove every lease of this guard; log what is left if Redis fails."""
-        left = len(self._pending) + len(self._held)
+        left = self._store.pending_releases + len(self._held)
         try:
             await self._store.sweep(self._prefix)
         except Unavailable:
@@ -484,21 +552,3 @@ class RedisSessionLimit(AdmissionGuard):
                 left,
                 self._ttl,
             )
-        else:
-            self._pending.clear()
-
-    async def _flush_releases(self) -> bool:
-        """Remove pending released leases from Redis; False if Redis failed."""
-        pending = self._pending
-        while pending:
-            batch = list(pending)[:BATCH]
-            try:
-                await self._store.remove(batch)
-            except Unavailable:
-                now = trio.current_time()
-                for member in [m for m, moot in pending.items() if moot <= now]:
-                    del pending[member]
-                return False
-            for member in batch:
-                pending.pop(member, None)
-        return True

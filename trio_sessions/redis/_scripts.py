@@ -1,4 +1,8 @@
-"""The Lua scripts of the lease set: each admission, renewal or sweep is one call."""
+"""The Lua scripts of the lease set: each admission, renewal or sweep is one call.
+
+An acquire call admits a whole batch of callers and carries the releases
+waiting to be sent, so while admissions flow a release costs no call of its own.
+"""
 
 from __future__ import annotations
 
@@ -23,20 +27,38 @@ if redis.call('PTTL', KEYS[1]) < ttl then
 end
 """
 
-# KEYS: the lease set. ARGV: member, limit, ttl_ms. Returns {granted, count}.
+# KEYS: the lease set. ARGV: limit, ttl_ms, r, then r released members, then
+# the members to add, in FIFO order. The released members go first, before
+# anything is counted, so a release carried by an acquire frees its slot for
+# that very acquire. Members are added in order while fewer than ``limit``
+# leases live, so those granted are a prefix of those asked for. Returns
+# {granted, count}: how many members were added, and the fleet's count after.
 ACQUIRE: Final = (
-    PRELUDE
-    + """
-local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[2]) then
-  return {0, count}
+    """
+local released = tonumber(ARGV[3])
+if released > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 4, 3 + released))
 end
-local ttl = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+"""
+    + PRELUDE
+    + """
+local limit = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local count = redis.call('ZCARD', KEYS[1])
+local granted = 0
+for i = 4 + released, #ARGV do
+  if count >= limit then
+    break
+  end
+  count = count + redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  granted = granted + 1
+end
+if granted > 0 then
 """
     + KEEP_KEY
     + """
-return {1, redis.call('ZCARD', KEYS[1])}
+end
+return {granted, count}
 """
 )
 
@@ -77,5 +99,6 @@ end
 return removed
 """
 
-# Members per script call or ZREM, so one huge process never blocks Redis long.
+# Members per script call or ZREM (released and acquired members together, in an
+# acquire), so one huge process never blocks Redis long.
 BATCH: Final = 500

@@ -57,6 +57,11 @@ class RedisLimitStatistics:
       lost: leases found expired or removed before their session ended.
       backend_errors: calls to Redis that failed or timed out, all time.
       pending_releases: released leases not yet removed from Redis.
+      acquire_calls: acquire scripts sent, all time; each admits a whole batch
+        of callers and carries the releases waiting, so it is below
+        ``acquired + refused_capacity`` under concurrency.
+      release_calls: releases sent alone (no acquire came within
+        ``release_delay`` to carry them), all time.
     """
 
     limit: int
@@ -73,3 +78,5 @@ class RedisLimitStatistics:
     lost: int
     backend_errors: int
     pending_releases: int
+    acquire_calls: int
+    release_calls: int
