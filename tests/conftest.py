@@ -1,10 +1,15 @@
-"""Shared test configuration: a Hypothesis profile that suits Trio's scheduler."""
+"""Shared test configuration: a Hypothesis profile that suits Trio's scheduler,
+and the plugins: trio_sessions.testing (its fixtures) and pytester (to test it).
+"""
 
 from __future__ import annotations
 
 import os
 
 from hypothesis import HealthCheck, settings
+
+# The project's tests use the plugin users get, as users would enable it.
+pytest_plugins = ["trio_sessions.testing", "pytester"]
 
 # No per-example deadline: examples run whole Trio schedules, and these
 # machines are shared and noisy. CI runs a few more examples than a laptop.
