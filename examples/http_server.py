@@ -45,13 +45,7 @@ DEFAULT_FLEET_LIMIT = 100
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``trio-sessions serve``'s options, and the fleet's."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.splitlines()[0],
-        epilog=options.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serving = options.add_session_options(parser, port=8000)
+    parser, serving = options.example_parser(PROG, __doc__.splitlines()[0], port=8000)
     serving.add_argument(
         "--max-body-bytes",
         type=options.count("--max-body-bytes", 0),
@@ -83,13 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; exit 2 with one line on a bad value."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = options.parse_checked(parser, argv)
     if args.fleet_limit is not None and not args.redis_url:
         parser.error("--fleet-limit needs --redis-url (it is the Redis-held limit)")
-    try:
-        options.session_config(args)
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
     if args.redis_url:
         try:
             import coredis  # noqa: F401

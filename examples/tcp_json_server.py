@@ -269,13 +269,7 @@ class Server:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``trio-sessions serve``'s options, and the line limit."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.splitlines()[0],
-        epilog=options.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serving = options.add_session_options(parser, port=9000)
+    parser, serving = options.example_parser(PROG, __doc__.splitlines()[0], port=9000)
     serving.add_argument(
         "--max-line-bytes",
         type=options.count("--max-line-bytes", 1),
@@ -289,13 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; exit 2 with one line on a bad value."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        options.session_config(args)
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
-    return args
+    return options.parse_checked(build_parser(), argv)
 
 
 async def main(args: argparse.Namespace) -> int:

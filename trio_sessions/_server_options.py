@@ -180,6 +180,36 @@ def add_session_options(
     return group
 
 
+def example_parser(
+    prog: str, description: str, *, port: int
+) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """An example server's parser: the shared options and the exit statuses.
+
+    Returns the parser and its "serving" group, for the server's own options::
+
+        parser, serving = example_parser(PROG, __doc__.splitlines()[0], port=9000)
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser, add_session_options(parser, port=port)
+
+
+def parse_checked(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> argparse.Namespace:
+    """Parse ``argv``; a value the config refuses is a one-line usage error (2)."""
+    args = parser.parse_args(argv)
+    try:
+        session_config(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return args
+
+
 def session_config(args: argparse.Namespace) -> SessionConfig:
     """The :class:`SessionConfig` the shared options describe.
 
