@@ -18,26 +18,26 @@ from session_helpers import (
 from trio.testing import MockClock
 
 import trio_sessions as ts
-from trio_sessions.testing import check_invariants
+from trio_sessions.testing import check_invariants, wait_for_active
 
 
-async def test_start_session_is_a_checkpoint(autojump_clock: MockClock) -> None:
+async def test_start_session_is_a_checkpoint(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """start_session checkpoints, like every async function of Trio's own API."""
-    async with ts.open_session_manager() as manager:
-        with trio.testing.assert_checkpoints():
-            await manager.start_session(trio.lowlevel.checkpoint)
+    with trio.testing.assert_checkpoints():
+        await session_manager.start_session(trio.lowlevel.checkpoint)
 
 
 async def test_start_session_cancelled_before_admission_admits_nothing(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """A caller cancelled on entry to start_session is not admitted."""
-    async with ts.open_session_manager() as manager:
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await manager.start_session(trio.lowlevel.checkpoint)
-        assert scope.cancelled_caught
-        assert manager.statistics().created == 0
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await session_manager.start_session(trio.lowlevel.checkpoint)
+    assert scope.cancelled_caught
+    assert session_manager.statistics().created == 0
 
 
 async def test_start_session_nowait_never_yields(autojump_clock: MockClock) -> None:
@@ -52,25 +52,29 @@ async def test_start_session_nowait_never_yields(autojump_clock: MockClock) -> N
     assert manager.statistics().rejections["capacity"] == 1
 
 
-async def test_rejects_at_once_without_waiting(autojump_clock: MockClock) -> None:
+@pytest.mark.session_manager(max_sessions=1)
+async def test_rejects_at_once_without_waiting(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """With max_waiting=0 a full manager refuses immediately, at the same instant."""
     release = trio.Event()
-    async with ts.open_session_manager(max_sessions=1) as manager:
-        await manager.start_session(release.wait)
-        with pytest.raises(ts.CapacityError, match="Maximum concurrent sessions"):
-            await manager.start_session(release.wait)
-        assert trio.current_time() == 0
-        release.set()
+    await session_manager.start_session(release.wait)
+    with pytest.raises(ts.CapacityError, match="Maximum concurrent sessions"):
+        await session_manager.start_session(release.wait)
+    assert trio.current_time() == 0
+    release.set()
 
 
-async def test_nowait_ignores_max_waiting(autojump_clock: MockClock) -> None:
+@pytest.mark.session_manager(max_sessions=1, max_waiting=10)
+async def test_nowait_ignores_max_waiting(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """start_session_nowait refuses when full even though the queue has room."""
     release = trio.Event()
-    async with ts.open_session_manager(max_sessions=1, max_waiting=10) as manager:
-        manager.start_session_nowait(release.wait)
-        with pytest.raises(ts.CapacityError):
-            manager.start_session_nowait(release.wait)
-        release.set()
+    session_manager.start_session_nowait(release.wait)
+    with pytest.raises(ts.CapacityError):
+        session_manager.start_session_nowait(release.wait)
+    release.set()
 
 
 # ---------------------------------------------------------------------------- waiting
@@ -127,51 +131,53 @@ async def test_queue_overflow_and_wait_timeout_are_capacity_errors(
     assert (stats.waiting, stats.rejections["capacity"], stats.created) == (0, 3, 1)
 
 
-async def test_cancelled_waiter_leaves_the_queue(autojump_clock: MockClock) -> None:
+@pytest.mark.session_manager(max_sessions=1, max_waiting=1)
+async def test_cancelled_waiter_leaves_the_queue(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """A queued caller that is cancelled leaves the queue without taking a slot."""
     release = trio.Event()
-    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-        manager.start_session_nowait(release.wait)
-        with trio.move_on_after(1):
-            await manager.start_session(release.wait)
-        stats = check_invariants(manager)
-        assert (stats.waiting, stats.created, stats.rejected) == (0, 1, 0)
-        release.set()
-        await manager.run(trio.lowlevel.checkpoint)
+    session_manager.start_session_nowait(release.wait)
+    with trio.move_on_after(1):
+        await session_manager.start_session(release.wait)
+    stats = check_invariants(session_manager)
+    assert (stats.waiting, stats.created, stats.rejected) == (0, 1, 0)
+    release.set()
+    await session_manager.run(trio.lowlevel.checkpoint)
 
 
+@pytest.mark.session_manager(
+    max_sessions=1, max_waiting=1, max_session_metadata_bytes=10
+)
 async def test_full_queue_refuses_before_reading_metadata(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """With slots and queue full, even oversize metadata is a capacity refusal."""
     release = trio.Event()
-    async with ts.open_session_manager(
-        max_sessions=1, max_waiting=1, max_session_metadata_bytes=10
-    ) as manager:
-        manager.start_session_nowait(release.wait)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(manager.run, release.wait)
-            await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(ts.CapacityError):
-                await manager.start_session(release.wait, metadata={"x": "y" * 20})
-            stats = check_invariants(manager)
-            assert stats.rejections == {
-                "capacity": 1,
-                "shutting_down": 0,
-                "metadata": 0,
-            }
-            release.set()
+    session_manager.start_session_nowait(release.wait)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session_manager.run, release.wait)
+        await wait_for_active(session_manager, 1, waiting=1)
+        with pytest.raises(ts.CapacityError):
+            await session_manager.start_session(release.wait, metadata={"x": "y" * 20})
+        stats = check_invariants(session_manager)
+        assert stats.rejections == {
+            "capacity": 1,
+            "shutting_down": 0,
+            "metadata": 0,
+        }
+        release.set()
 
 
+@pytest.mark.session_manager(max_sessions=1, max_waiting=1)
 async def test_created_at_of_a_queued_session_is_its_admission(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """A session that queued was created when it was admitted, not when it queued."""
-    async with ts.open_session_manager(max_sessions=1, max_waiting=1) as manager:
-        await manager.start_session(trio.sleep, 2)
-        session = await manager.start_session(trio.sleep, 1)
-        assert session.created_at == 2 == trio.current_time()
-        assert manager.statistics().wait_times.max == 2
+    await session_manager.start_session(trio.sleep, 2)
+    session = await session_manager.start_session(trio.sleep, 1)
+    assert session.created_at == 2 == trio.current_time()
+    assert session_manager.statistics().wait_times.max == 2
 
 
 # -------------------------------------------------------------------- nested sessions

@@ -21,16 +21,22 @@ from session_helpers import (
 from trio.testing import MockClock
 
 import trio_sessions as ts
-from trio_sessions.testing import check_invariants
+from trio_sessions.testing import (
+    check_invariants,
+    ignore_cancellation_for,
+    wait_for_active,
+)
 
 
-async def test_shutdown_drains_then_cancels(autojump_clock: MockClock) -> None:
+@pytest.mark.session_manager(shutdown_timeout=3)
+async def test_shutdown_drains_then_cancels(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """Shutdown lets sessions finish within its timeout and cancels the rest."""
-    async with ts.open_session_manager(shutdown_timeout=3) as manager:
-        quick = await manager.start_session(sleep_then, 1)
-        slow = await manager.start_session(sleep_then, 10)
-        report = await manager.shutdown()
-        assert trio.current_time() == 3
+    quick = await session_manager.start_session(sleep_then, 1)
+    slow = await session_manager.start_session(sleep_then, 10)
+    report = await session_manager.shutdown()
+    assert trio.current_time() == 3
     assert report == ts.ShutdownReport(
         initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=3
     )
@@ -40,16 +46,17 @@ async def test_shutdown_drains_then_cancels(autojump_clock: MockClock) -> None:
         await slow.wait()
 
 
-async def test_shutdown_with_nothing_running(autojump_clock: MockClock) -> None:
+async def test_shutdown_with_nothing_running(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """Shutting down an idle manager reports zeros and no timeout."""
-    async with ts.open_session_manager() as manager:
-        report = await manager.shutdown(timeout=10)
+    report = await session_manager.shutdown(timeout=10)
     assert report == ts.ShutdownReport(0, 0, 0, False, 0.0)
     assert trio.current_time() == 0
 
 
 async def test_shutdown_is_idempotent_and_concurrent_calls_agree(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """Concurrent and later shutdown calls all return the first call's report."""
     reports: list[ts.ShutdownReport] = []
@@ -57,13 +64,12 @@ async def test_shutdown_is_idempotent_and_concurrent_calls_agree(
     async def shut(manager: ts.SessionManager, timeout: float) -> None:
         reports.append(await manager.shutdown(timeout))
 
-    async with ts.open_session_manager() as manager:
-        manager.start_session_nowait(sleep_then, 10)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(shut, manager, 2)
-            await trio.sleep(0.5)
-            nursery.start_soon(shut, manager, 100)
-        reports.append(await manager.shutdown(0))
+    session_manager.start_session_nowait(sleep_then, 10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(shut, session_manager, 2)
+        await trio.sleep(0.5)
+        nursery.start_soon(shut, session_manager, 100)
+    reports.append(await session_manager.shutdown(0))
     assert len(reports) == 3
     assert all(report is reports[0] for report in reports)
     assert reports[0].duration == 2
@@ -101,41 +107,45 @@ async def test_concurrent_shutdowns_share_one_report(
     expect(manager, created=2 + blockers, succeeded=1 + blockers, cancelled=1)
 
 
+@pytest.mark.session_manager(shutdown_timeout=10)
 async def test_cancelling_one_of_two_shutdowns_cancels_the_sessions_at_once(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """If one concurrent shutdown caller is cancelled, both see the sessions end now."""
-    async with ts.open_session_manager(shutdown_timeout=10) as manager:
-        slow = manager.start_session_nowait(sleep_then, 100, metadata=META)
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(1):
-                nursery.start_soon(manager.shutdown)
-                await manager.shutdown()
-        assert trio.current_time() == 1
-        assert slow.outcome is ts.Outcome.CANCELLED
-        report = await manager.shutdown()
+    slow = session_manager.start_session_nowait(sleep_then, 100, metadata=META)
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(1):
+            nursery.start_soon(session_manager.shutdown)
+            await session_manager.shutdown()
+    assert trio.current_time() == 1
+    assert slow.outcome is ts.Outcome.CANCELLED
+    report = await session_manager.shutdown()
     assert (report.initial_active, report.cancelled, report.completed) == (1, 1, 0)
     assert report.duration == 1
-    expect(manager, created=1, cancelled=1)
+    expect(session_manager, created=1, cancelled=1)
 
 
-async def test_rejects_new_sessions_while_draining(autojump_clock: MockClock) -> None:
+async def test_rejects_new_sessions_while_draining(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """During the drain new sessions are refused with ShuttingDownError, counted."""
-    async with ts.open_session_manager() as manager:
-        manager.start_session_nowait(sleep_then, 2)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(manager.shutdown)
-            await trio.sleep(1)
-            assert manager.closing
-            with pytest.raises(ts.ShuttingDownError, match="shutting down"):
-                await manager.start_session(sleep_then, 1)
-            with pytest.raises(ts.ShuttingDownError):
-                manager.start_session_nowait(sleep_then, 1)
-    stats = manager.statistics()
+    session_manager.start_session_nowait(sleep_then, 2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session_manager.shutdown)
+        await trio.sleep(1)
+        assert session_manager.closing
+        with pytest.raises(ts.ShuttingDownError, match="shutting down"):
+            await session_manager.start_session(sleep_then, 1)
+        with pytest.raises(ts.ShuttingDownError):
+            session_manager.start_session_nowait(sleep_then, 1)
+    stats = session_manager.statistics()
     assert (stats.rejections["shutting_down"], stats.succeeded) == (2, 1)
 
 
-async def test_shutdown_rejects_waiters(autojump_clock: MockClock) -> None:
+@pytest.mark.session_manager(max_sessions=1, max_waiting=5)
+async def test_shutdown_rejects_waiters(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
     """Callers queued for a slot get ShuttingDownError when shutdown starts."""
     errors: list[BaseException] = []
 
@@ -145,15 +155,13 @@ async def test_shutdown_rejects_waiters(autojump_clock: MockClock) -> None:
         except ts.ShuttingDownError as exc:
             errors.append(exc)
 
-    async with ts.open_session_manager(max_sessions=1, max_waiting=5) as manager:
-        manager.start_session_nowait(sleep_then, 2)
-        async with trio.open_nursery() as nursery:
-            for _ in range(3):
-                nursery.start_soon(caller, manager)
-            await trio.testing.wait_all_tasks_blocked()
-            assert manager.statistics().waiting == 3
-            report = await manager.shutdown()
-    stats = check_invariants(manager)
+    session_manager.start_session_nowait(sleep_then, 2)
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(caller, session_manager)
+        await wait_for_active(session_manager, 1, waiting=3)
+        report = await session_manager.shutdown()
+    stats = check_invariants(session_manager)
     assert len(errors) == 3
     assert (stats.rejections["shutting_down"], stats.waiting, stats.created) == (
         3,
@@ -194,25 +202,41 @@ async def test_shutdown_from_inside_a_session_drains_then_cancels_its_caller(
     expect(manager, created=2, succeeded=1, cancelled=1, shutting_down=1)
 
 
+@pytest.mark.session_manager(shutdown_timeout=5)
 async def test_report_adds_up_when_sessions_cancel_themselves_during_drain(
-    autojump_clock: MockClock,
+    session_manager: ts.SessionManager, autojump_clock: MockClock
 ) -> None:
     """completed + cancelled == initial_active whatever happens during the drain."""
-    async with ts.open_session_manager(shutdown_timeout=5) as manager:
-        first = manager.start_session_nowait(sleep_then, 100)
-        manager.start_session_nowait(sleep_then, 2, timeout=1)
-        manager.start_session_nowait(fail_after_sleep, 3)
-        manager.start_session_nowait(sleep_then, 100)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(manager.shutdown)
-            await trio.sleep(0.5)
-            first.cancel()
-        report = await manager.shutdown()
+    first = session_manager.start_session_nowait(sleep_then, 100)
+    session_manager.start_session_nowait(sleep_then, 2, timeout=1)
+    session_manager.start_session_nowait(fail_after_sleep, 3)
+    session_manager.start_session_nowait(sleep_then, 100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session_manager.shutdown)
+        await trio.sleep(0.5)
+        first.cancel()
+    report = await session_manager.shutdown()
     assert report.initial_active == 4
     assert (report.completed, report.cancelled) == (3, 1)
     assert report.completed + report.cancelled == report.initial_active
-    stats = check_invariants(manager)
+    stats = check_invariants(session_manager)
     assert (stats.cancelled, stats.timed_out, stats.failed) == (2, 1, 1)
+
+
+@pytest.mark.session_manager(shutdown_timeout=1, shutdown_grace=5)
+async def test_shutdown_waits_for_cancelled_sessions_to_unwind(
+    session_manager: ts.SessionManager, autojump_clock: MockClock
+) -> None:
+    """A session slow to unwind holds shutdown past its timeout, within the grace."""
+    stubborn = await session_manager.start_session(ignore_cancellation_for, 4)
+    quick = await session_manager.start_session(ignore_cancellation_for, 0.5)
+    report = await session_manager.shutdown()
+    assert trio.current_time() == 4
+    assert (stubborn.outcome, stubborn.completed_at) == (ts.Outcome.CANCELLED, 4)
+    assert quick.outcome is ts.Outcome.SUCCESS
+    assert report == ts.ShutdownReport(
+        initial_active=2, completed=1, cancelled=1, timeout_reached=True, duration=4
+    )
 
 
 async def test_drain_deadline_and_session_deadline_at_the_same_instant(

@@ -312,11 +312,13 @@ async def test_ignore_cancellation_for_delays_shutdown(
     autojump_clock: MockClock,
 ) -> None:
     """Shutdown's cancellation, and a deadline, take effect only when it ends."""
-    async with ts.open_session_manager(shutdown_timeout=1) as manager:
+    async with ts.open_session_manager(shutdown_timeout=1, shutdown_grace=5) as manager:
         late = await manager.start_session(ignore_cancellation_for, 3, timeout=None)
         timed = await manager.start_session(ignore_cancellation_for, 2, timeout=0.5)
         done = await manager.start_session(ignore_cancellation_for, 0.5, timeout=None)
+        report = await manager.shutdown()
     assert trio.current_time() == 3
+    assert (report.duration, report.cancelled, report.stuck) == (3, 1, ())
     assert (late.outcome, late.completed_at) == (ts.Outcome.CANCELLED, 3)
     assert (timed.outcome, timed.completed_at) == (ts.Outcome.TIMEOUT, 2)
     assert (done.outcome, done.completed_at) == (ts.Outcome.SUCCESS, 0.5)
