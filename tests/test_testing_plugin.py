@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import trio
@@ -25,6 +26,7 @@ from trio_sessions.testing import (
     wait_for_active,
 )
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "howto" / "plugin_tests.py"
 INI = """
 [pytest]
 trio_mode = true
@@ -192,6 +194,12 @@ def test_invalid_marker_field_fails_naming_it(suite: pytest.Pytester) -> None:
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ValueError*max_sessions*"])
+
+
+def test_the_how_to_example_passes(suite: pytest.Pytester) -> None:
+    """The testing how-to's example of the plugin passes, as the page says."""
+    result = run(suite, EXAMPLE.read_text(encoding="utf-8"))
+    result.assert_outcomes(passed=3)
 
 
 def test_plugin_by_command_line_option(pytester: pytest.Pytester) -> None:

@@ -268,10 +268,11 @@ async def ignore_cancellation_for(seconds: float) -> None:
 
 @final
 class SessionManagerFactory:
-    """Opens session managers that live until the :func:`open_session_managers` block
-    ends; what the ``session_manager_factory`` fixture gives.
+    """Opens session managers on demand, each living until the block ends.
 
-    Call it with the arguments of :func:`~trio_sessions.open_session_manager`::
+    What :func:`open_session_managers` and the ``session_manager_factory``
+    fixture give. Call it with the arguments of
+    :func:`~trio_sessions.open_session_manager`::
 
         manager = await open_manager(max_sessions=2, request_timeout=5)
     """
