@@ -23,8 +23,8 @@ from .._errors import CapacityError
 from .._guard import AdmissionGuard
 from .._validate import check_seconds
 from ._scripts import BATCH
-from ._statistics import BackendUnavailableError, RedisLimitStatistics
 from ._sentinel import FailoverWatch, sentinel_primary
+from ._statistics import BackendUnavailableError, RedisLimitStatistics
 from ._store import LeaseStore, Unavailable
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class RedisSessionLimit(AdmissionGuard):
         release_delay: float = 0.01,
         quarantine: float | None = None,
     ) -> RedisSessionLimit:
-        """Build the limit on the primary that Redis Sentinel names for ``service_name``.
+        """Build the limit on the primary that Redis Sentinel names ``service_name``.
 
         ``sentinels`` is the ``(host, port)`` of each sentinel (every connection
         then connects and reads within ``op_timeout``), or a
