@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import inspect
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ from trio_sessions.redis import (  # noqa: E402
     RedisLimitStatistics,
     RedisSessionLimit,
 )
+from trio_sessions.redis._scripts import ACQUIRE  # noqa: E402
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
@@ -126,6 +129,10 @@ def test_arguments_are_validated(server: RedisServer) -> None:
         RedisSessionLimit(client, limit=1, ttl=1, op_timeout=1)
     with pytest.raises(ValueError, match="on_unavailable"):
         RedisSessionLimit(client, limit=1, on_unavailable="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="release_delay"):
+        RedisSessionLimit(client, limit=1, release_delay=-0.01)
+    with pytest.raises(TypeError, match="release_delay"):
+        RedisSessionLimit(client, limit=1, release_delay="0")  # type: ignore[arg-type]
     guard = RedisSessionLimit(client, limit=3, key="k")
     assert (guard.limit, guard.key) == (3, "k")
     assert "limit=3" in repr(guard)
@@ -319,6 +326,325 @@ async def test_lost_lease_cancels_its_session(server: RedisServer, key: str) -> 
             assert "Redis no longer holds it" in session.cancel_reason
             assert manager.statistics().cancelled == 1
             assert guard.statistics().lost == 1
+
+
+# ------------------------------------------- one round trip: batches, releases
+
+ACQUIRE_SHA = hashlib.sha1(ACQUIRE.encode()).hexdigest()
+
+
+class GatedRedis(coredis.Redis[bytes]):
+    """A client whose acquire calls, while ``holding``, wait for the test to let
+    each through: it decides when a call is in flight and what queues behind it."""
+
+    holding = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[list[Any]] = []
+        self.gates: list[trio.Event] = []
+
+    async def evalsha(  # type: ignore[override]
+        self, sha1: Any, keys: Any = None, args: Any = None
+    ) -> Any:
+        if sha1 == ACQUIRE_SHA:
+            self.calls.append(list(args))
+            if self.holding:
+                gate = trio.Event()
+                self.gates.append(gate)
+                await gate.wait()
+        return await super().evalsha(sha1, keys=keys, args=args)
+
+    async def let_through(self, count: int) -> None:
+        """Wait for the ``count``-th held call to arrive, and open its gate."""
+        await eventually(lambda: len(self.gates) >= count)
+        self.gates[count - 1].set()
+
+
+def gated_limit(
+    server: RedisServer, key: str, limit: int, **kwargs: Any
+) -> tuple[RedisSessionLimit, GatedRedis]:
+    client = GatedRedis(
+        host="127.0.0.1", port=server.port, connect_timeout=0.5, stream_timeout=0.5
+    )
+    kwargs.setdefault("ttl", 5.0)
+    kwargs.setdefault("op_timeout", 2.0)
+    return RedisSessionLimit(client, limit=limit, key=key, **kwargs), client
+
+
+def members_asked(call: list[Any]) -> list[str]:
+    """The members an acquire call asks for (after the releases it carries)."""
+    released = int(call[2])
+    return [str(member) for member in call[3 + released :]]
+
+
+async def test_callers_behind_an_acquire_in_flight_share_one_call_in_fifo_order(
+    server: RedisServer, key: str
+) -> None:
+    """Five callers queued behind an acquire go in one call; the first two fit."""
+    guard, client = gated_limit(server, key, 3)
+    outcomes: dict[str, str] = {}
+
+    async def caller(name: str) -> None:
+        try:
+            await manager.start_session(trio.sleep_forever, name=name)
+        except ts.CapacityError as exc:
+            outcomes[name] = exc.reason
+        else:
+            outcomes[name] = "admitted"
+
+    with trio.fail_after(10):
+        async with (
+            inspector(server) as redis,
+            ts.open_session_manager(guard=guard) as manager,
+            trio.open_nursery() as nursery,
+        ):
+            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
+            client.holding = True
+            nursery.start_soon(caller, "first")
+            await eventually(lambda: client.gates)  # in flight, alone
+            names = [f"c{index}" for index in range(5)]
+            for name in names:
+                nursery.start_soon(caller, name)
+                await trio.testing.wait_all_tasks_blocked()  # queued in this order
+            await client.let_through(1)
+            await client.let_through(2)
+            await eventually(lambda: len(outcomes) == 6)
+            assert outcomes == {
+                "first": "admitted",
+                "c0": "admitted",
+                "c1": "admitted",
+                "c2": "global_capacity",
+                "c3": "global_capacity",
+                "c4": "global_capacity",
+            }
+            assert len(client.calls) == 2
+            batch = members_asked(client.calls[1])
+            by_member = {
+                guard._prefix + session.id: session.name
+                for session in manager.sessions.values()
+            }
+            assert [by_member.get(member) for member in batch[:2]] == ["c0", "c1"]
+            assert len(batch) == 5
+            assert await redis.zcard(key) == 3
+            stats = guard.statistics()
+            assert (stats.acquired, stats.refused_capacity) == (3, 3)
+            assert stats.acquire_calls == 2
+            assert manager.statistics().rejections["global_capacity"] == 3
+            nursery.cancel_scope.cancel()
+            for session in list(manager.sessions.values()):
+                session.cancel()
+
+
+async def test_a_caller_cancelled_in_a_batch_in_flight_leaves_no_lease(
+    server: RedisServer, key: str
+) -> None:
+    """Cancelled while its batch is in flight, a caller's granted lease goes back."""
+    guard, client = gated_limit(server, key, 10, release_delay=0.01)
+    admitted: list[str] = []
+    scopes: dict[str, trio.CancelScope] = {}
+
+    async def caller(name: str) -> None:
+        with trio.CancelScope() as scopes[name]:
+            await manager.start_session(trio.sleep_forever, name=name)
+            admitted.append(name)
+
+    with trio.fail_after(10):
+        async with (
+            inspector(server) as redis,
+            ts.open_session_manager(guard=guard) as manager,
+            trio.open_nursery() as nursery,
+        ):
+            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
+            client.holding = True
+            nursery.start_soon(caller, "first")
+            await eventually(lambda: client.gates)
+            for name in ("second", "cancelled"):
+                nursery.start_soon(caller, name)
+                await trio.testing.wait_all_tasks_blocked()
+            await client.let_through(1)
+            await eventually(lambda: len(client.gates) == 2)  # the batch, in flight
+            assert len(members_asked(client.calls[1])) == 2
+            scopes["cancelled"].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            await client.let_through(2)
+            await eventually(lambda: len(admitted) == 2)
+            assert sorted(admitted) == ["first", "second"]
+
+            async def two_left() -> bool:
+                return await redis.zcard(key) == 2
+
+            # Granted by Redis, given back: only the two admitted hold leases.
+            await eventually(two_left)
+            assert guard.statistics().pending_releases == 0
+            held = {member.decode() for member in await redis.zrange(key, 0, -1)}
+            assert held == {
+                guard._prefix + session.id for session in manager.sessions.values()
+            }
+            stats = manager.statistics()
+            assert (stats.active, stats.created) == (2, 2)
+            assert guard.statistics().held == 2
+            for session in list(manager.sessions.values()):
+                session.cancel()
+
+
+async def test_a_cancelled_leader_hands_the_batch_over(
+    server: RedisServer, key: str
+) -> None:
+    """The lone caller in flight, cancelled, leaves no lease; those queued go on."""
+    guard, client = gated_limit(server, key, 10)
+    admitted: list[str] = []
+    scopes: dict[str, trio.CancelScope] = {}
+
+    async def caller(name: str) -> None:
+        with trio.CancelScope() as scopes[name]:
+            await manager.start_session(trio.sleep_forever, name=name)
+            admitted.append(name)
+
+    with trio.fail_after(10):
+        async with (
+            inspector(server) as redis,
+            ts.open_session_manager(guard=guard) as manager,
+            trio.open_nursery() as nursery,
+        ):
+            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
+            client.holding = True
+            nursery.start_soon(caller, "leader")
+            await eventually(lambda: client.gates)
+            for name in ("second", "third"):
+                nursery.start_soon(caller, name)
+                await trio.testing.wait_all_tasks_blocked()
+            scopes["leader"].cancel()
+            await client.let_through(2)  # the next batch: the two queued
+            await eventually(lambda: len(admitted) == 2)
+            assert sorted(admitted) == ["second", "third"]
+            assert len(members_asked(client.calls[1])) == 2
+            client.gates[0].set()  # the leader's call never left: nothing to undo
+            assert await redis.zcard(key) == 2
+            assert guard.statistics().held == 2
+            for session in list(manager.sessions.values()):
+                session.cancel()
+
+
+async def test_a_release_rides_on_the_next_acquire(
+    server: RedisServer, key: str
+) -> None:
+    """Admitting after a release costs one call, and the pending release frees room."""
+    guard = limit_for(server, key, 1, ttl=5, release_delay=30)
+    with trio.fail_after(10):
+        async with inspector(server) as redis:
+            async with ts.open_session_manager(guard=guard) as manager:
+                for _ in range(20):
+                    # The last lease is still in Redis, waiting to be removed;
+                    # the acquire removes it before counting: the slot is free.
+                    await manager.run(trio.sleep, 0)
+                    assert guard.statistics().pending_releases == 1
+                    assert await redis.zcard(key) == 1
+                stats = guard.statistics()
+                assert (stats.acquired, stats.refused_capacity) == (20, 0)
+                assert (stats.acquire_calls, stats.release_calls) == (20, 0)
+            assert await redis.zcard(key) == 0  # the shutdown sweep
+
+
+async def test_a_released_lease_lingers_at_most_release_delay_plus_op_timeout(
+    server: RedisServer, key: str
+) -> None:
+    """A caller of another guard gets the slot within the linger bound of a release."""
+    delay, op_timeout = 0.2, 0.25
+    holder_guard = limit_for(
+        server, key, 1, ttl=5, op_timeout=op_timeout, release_delay=delay
+    )
+    with trio.fail_after(10):
+        async with (
+            ts.open_session_manager(guard=holder_guard) as holder,
+            ts.open_session_manager(guard=limit_for(server, key, 1, ttl=5)) as other,
+        ):
+            done = trio.Event()
+            session = await holder.start_session(done.wait)
+            done.set()
+            await session.wait()
+            released_at = trio.current_time()
+            # No acquire of the holder's comes to carry the release: it waits.
+            with pytest.raises(ts.CapacityError):
+                await other.start_session(trio.sleep, 0)
+            while True:
+                try:
+                    await other.run(trio.sleep, 0)
+                except ts.CapacityError:
+                    await trio.sleep(0.005)
+                else:
+                    break
+            lingered = trio.current_time() - released_at
+            stats = holder_guard.statistics()
+            assert (stats.release_calls, stats.pending_releases) == (1, 0)
+    print(f"released lease lingered {lingered:.3f} s (delay {delay} s)")
+    assert lingered <= delay + op_timeout + 0.05  # the poll's own step
+    assert lingered >= delay * 0.9
+
+
+async def test_many_callers_of_two_managers_never_exceed_the_limit(
+    server: RedisServer, key: str
+) -> None:
+    """400 concurrent attempts in two managers: Redis and the managers stay in limit."""
+    limit = 12
+    guards = [limit_for(server, key, limit, ttl=5) for _ in range(2)]
+    peaks = {"redis": 0, "local": 0}
+    stop = trio.Event()
+    reasons: list[str] = []
+
+    async def attempt(manager: ts.SessionManager) -> None:
+        try:
+            await manager.run(trio.sleep, random.uniform(0.001, 0.01))
+        except ts.CapacityError as exc:
+            reasons.append(exc.reason)
+
+    async def watch_local(managers: list[ts.SessionManager]) -> None:
+        while not stop.is_set():
+            running = sum(manager.statistics().active for manager in managers)
+            held = sum(guard.statistics().held for guard in guards)
+            assert held <= running <= limit
+            peaks["local"] = max(peaks["local"], running)
+            await trio.lowlevel.checkpoint()
+
+    async def watch_redis(redis: coredis.Redis[bytes]) -> None:
+        while not stop.is_set():
+            count = await redis.zcard(key)
+            assert count <= limit
+            peaks["redis"] = max(peaks["redis"], count)
+
+    with trio.fail_after(20):
+        async with (
+            inspector(server) as redis,
+            ts.open_session_manager(max_sessions=50, guard=guards[0]) as first,
+            ts.open_session_manager(max_sessions=50, guard=guards[1]) as second,
+        ):
+            managers = [first, second]
+            async with trio.open_nursery() as watchers:
+                watchers.start_soon(watch_local, managers)
+                watchers.start_soon(watch_redis, redis)
+                async with trio.open_nursery() as callers:
+                    for _ in range(200):
+                        for manager in managers:
+                            callers.start_soon(attempt, manager)
+                        await trio.sleep(0.0005)
+                stop.set()
+
+            async def emptied() -> bool:
+                return await redis.zcard(key) == 0
+
+            await eventually(emptied)
+    assert set(reasons) <= {"global_capacity"}
+    refused = len(reasons)
+    stats = [guard.statistics() for guard in guards]
+    acquired = sum(each.acquired for each in stats)
+    assert acquired + refused == 400
+    assert sum(each.refused_capacity for each in stats) == refused
+    assert sum(manager.statistics().succeeded for manager in managers) == acquired
+    # Contended, and coalesced: fewer calls than attempts, the limit really hit.
+    assert sum(each.acquire_calls for each in stats) < 400
+    assert refused > 0
+    assert peaks["local"] == limit
+    print(f"peaks {peaks}, {acquired} admitted, {refused} refused")
 
 
 # ---------------------------------------------------------------- the fleet

@@ -37,6 +37,10 @@ _ANSWERED: Final = 2
 _LEADING: Final = 3
 
 
+# A lone caller sends at once and never waits: it needs no event of its own.
+_NEVER: Final = trio.Event()
+
+
 @final
 class _Ticket:
     """One caller's place in the acquire queue, and its answer."""
@@ -50,7 +54,7 @@ class _Ticket:
         self.error: str | None = None
         # Set once its caller was cancelled while its batch was in flight.
         self.abandoned = False
-        self.woken = trio.Event()
+        self.woken: trio.Event = _NEVER  # a queued ticket gets an event of its own
 
 
 @final
@@ -154,6 +158,7 @@ class LeaseStore:
         if not self._in_flight:
             self._in_flight = True
             return await self._send(ticket)
+        ticket.woken = trio.Event()
         self._queue.append(ticket)
         try:
             await ticket.woken.wait()
@@ -197,8 +202,9 @@ class LeaseStore:
         try:
             # Others' answers ride on this call: it may not be cut short (it is
             # bounded by op_timeout all the same). Alone, it may, as any call.
-            with trio.CancelScope(shield=len(batch) > 1):
-                granted, count = await self._call(self._eval(_ACQUIRE, args), "acquire")
+            granted, count = await self._call(
+                self._eval(_ACQUIRE, args), "acquire", shield=len(batch) > 1
+            )
         except Unavailable as exc:
             error = str(exc)
         except BaseException:
@@ -349,10 +355,11 @@ class LeaseStore:
             await client.script_load(script.text)  # a new or restarted Redis
             return await client.evalsha(script.sha, keys=[self._key], args=args)
 
-    async def _call(self, request: Any, what: str) -> Any:
+    async def _call(self, request: Any, what: str, *, shield: bool = False) -> Any:
         """Await one Redis request within ``op_timeout``, or raise Unavailable."""
+        deadline = trio.current_time() + self._op_timeout
         try:
-            with trio.move_on_after(self._op_timeout):
+            with trio.CancelScope(deadline=deadline, shield=shield):
                 reply = await request
                 if not self.available:
                     logger.info("trio_sessions: Redis answers again (%s)", self._key)
