@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -62,6 +64,77 @@ def docs(session: nox.Session) -> None:
         "docs/_build/html",
         *session.posargs,
     )
+
+
+# Run in each fresh venv, away from the checkout: the package imported is the
+# wheel's, at the version the metadata says, and imports with only what it got.
+_WHEEL_CHECK = """
+import importlib.metadata, importlib.util, pathlib, sys
+import trio_sessions, trio_sessions.testing
+where = pathlib.Path(trio_sessions.__file__).resolve()
+assert pathlib.Path(sys.prefix).resolve() in where.parents, where
+assert trio_sessions.__version__ == importlib.metadata.version("trio-sessions")
+for name in sys.argv[1:]:
+    assert importlib.util.find_spec(name) is None, f"{name} came with the wheel"
+print("trio_sessions", trio_sessions.__version__, "from", where.parent)
+"""
+
+_CLASSIFIER_CHECK = """
+import tomllib, trove_classifiers
+with open("pyproject.toml", "rb") as file:
+    project = tomllib.load(file)["project"]
+unknown = set(project["classifiers"]) - trove_classifiers.classifiers
+assert not unknown, f"not trove classifiers: {sorted(unknown)}"
+"""
+
+
+@nox.session(default=False)
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, twine-check them, and run the wheel as users get it.
+
+    The wheel is built from the sdist, so the sdist is known to be complete.
+    Then a fresh venv outside the checkout installs the wheel alone (the base
+    dependencies) and runs the README's main job and ``import trio_sessions``;
+    a second one does the same with the ``cli`` extra.
+    """
+    import shutil
+    import tarfile
+    from pathlib import Path
+
+    session.install("build", "twine", "trove-classifiers")
+    session.run("python", "-c", _CLASSIFIER_CHECK)
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    (sdist,) = dist.glob("*.tar.gz")
+    (wheel,) = dist.glob("*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+    with tarfile.open(sdist) as archive:
+        top = {Path(name).parts[1] for name in archive.getnames() if "/" in name}
+    missing = {"LICENSE", "README.md", "pyproject.toml", "trio_sessions", "tests"}
+    missing -= top
+    if missing:
+        session.error(f"the sdist lacks {sorted(missing)}")
+    bin_dir = "Scripts" if sys.platform == "win32" else "bin"
+    # Each venv, the extra it installs, and what must not have come with it.
+    users = (
+        ("user", "", ["rich", "httpx", "pytest"]),
+        ("user-cli", "[cli]", ["pytest"]),
+    )
+    for name, extra, absent in users:
+        venv = tmp / name
+        shutil.rmtree(venv, ignore_errors=True)
+        session.log(f"A fresh venv with the wheel{extra or ' alone'}: {venv}")
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / bin_dir / "python")
+        pip = (python, "-m", "pip", "install", "--quiet")
+        session.run(*pip, f"{wheel}{extra}", external=True)
+        with session.chdir(venv):
+            command = str(venv / bin_dir / "trio-sessions")
+            session.run(command, "loadtest", external=True)
+            session.run(python, "-c", _WHEEL_CHECK, *absent, external=True)
+    session.log(f"sdist and wheel in {dist}")
 
 
 @nox.session(default=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import collections.abc
-import importlib.metadata
 import re
 import sys
 import typing
@@ -24,10 +23,13 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util.typing import stringify_annotation
 
+import trio_sessions
+
 project = "trio-sessions"
 author = "the trio-sessions authors"
 copyright = "the trio-sessions authors"
-release = importlib.metadata.version("trio-sessions")
+# The one place the version is written; an editable install's metadata can lag it.
+release = trio_sessions.__version__
 version = ".".join(release.split(".")[:2])
 
 extensions = [

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import trio_sessions
 from trio_sessions import loadtest
 from trio_sessions._cli import build_parser
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +49,37 @@ def test_cli_help_lists_both_subcommands() -> None:
     help_text = build_parser().format_help()
     assert "loadtest" in help_text
     assert "serve" in help_text
+
+
+def pyproject() -> dict[str, Any]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def test_version_is_written_once() -> None:
+    """The version is trio_sessions.__version__; pyproject and metadata read it."""
+    config = pyproject()
+    assert "version" not in config["project"]
+    assert "version" in config["project"]["dynamic"]
+    assert config["tool"]["hatch"]["version"]["path"] == "trio_sessions/__init__.py"
+    init = (ROOT / "trio_sessions" / "__init__.py").read_text(encoding="utf-8")
+    assert len(re.findall(r"^__version__ = ", init, re.MULTILINE)) == 1
+    assert trio_sessions.__version__ == importlib.metadata.version("trio-sessions")
+
+
+def test_classifiers_name_the_pythons_and_the_licence() -> None:
+    """Classifiers list each Python from requires-python up; the licence is MIT."""
+    project = pyproject()["project"]
+    pythons = [
+        c.rpartition(" :: ")[2]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    assert pythons == ["3.10", "3.11", "3.12", "3.13"]
+    assert project["requires-python"] == f">={pythons[0]}"
+    assert "Typing :: Typed" in project["classifiers"]
+    # PEP 639: the SPDX expression, and no License :: classifier beside it.
+    assert project["license"] == "MIT"
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    assert project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
