@@ -99,6 +99,21 @@ class Fleet:
                 self.resumed.set()
 
 
+def test_from_sentinel_arguments_are_validated() -> None:
+    """Bad arguments of from_sentinel raise TypeError or ValueError naming them."""
+    sentinels = [("127.0.0.1", 1)]
+    with pytest.raises(ValueError, match="quarantine"):
+        RedisSessionLimit.from_sentinel(sentinels, SERVICE, limit=1, quarantine=-1)
+    with pytest.raises(ValueError, match="sentinels"):
+        RedisSessionLimit.from_sentinel([], SERVICE, limit=1)
+    with pytest.raises(ValueError, match="service_name"):
+        RedisSessionLimit.from_sentinel(sentinels, "", limit=1)
+    with pytest.raises(ValueError, match="limit"):
+        RedisSessionLimit.from_sentinel(sentinels, SERVICE, limit=0)
+    guard = RedisSessionLimit.from_sentinel(sentinels, SERVICE, limit=2, key="k")
+    assert (guard.limit, guard.key) == (2, "k")
+
+
 async def ask(group: SentinelGroup, port: int, *words: str) -> list[str]:
     node = next(node for node in group.servers if node.port == port)
     return await trio.to_thread.run_sync(node.ask, *words)
