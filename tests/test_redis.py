@@ -421,7 +421,7 @@ async def test_callers_behind_an_acquire_in_flight_share_one_call_in_fifo_order(
             assert len(client.calls) == 2
             batch = members_asked(client.calls[1])
             by_member = {
-                guard._prefix + session.id: session.name
+                guard.member_prefix + session.id: session.name
                 for session in manager.sessions.values()
             }
             assert [by_member.get(member) for member in batch[:2]] == ["c0", "c1"]
@@ -479,7 +479,8 @@ async def test_a_caller_cancelled_in_a_batch_in_flight_leaves_no_lease(
             assert guard.statistics().pending_releases == 0
             held = {member.decode() for member in await redis.zrange(key, 0, -1)}
             assert held == {
-                guard._prefix + session.id for session in manager.sessions.values()
+                guard.member_prefix + session.id
+                for session in manager.sessions.values()
             }
             stats = manager.statistics()
             assert (stats.active, stats.created) == (2, 2)

@@ -304,6 +304,17 @@ class RedisSessionLimit(AdmissionGuard):
         """The Redis key of the lease set."""
         return self._key
 
+    @property
+    def member_prefix(self) -> str:
+        """What this guard's lease members start with, then the session id.
+
+        Unique to this guard in the fleet (host, process, a random part), so
+        ``redis-cli ZRANGE <key> 0 -1`` shows whose leases are whose::
+
+            mine = [m for m in members if m.startswith(guard.member_prefix)]
+        """
+        return self._prefix
+
     def statistics(self) -> RedisLimitStatistics:
         """Return a :class:`RedisLimitStatistics` snapshot; no I/O, not a checkpoint.
 
