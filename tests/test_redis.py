@@ -641,10 +641,12 @@ async def test_many_callers_of_two_managers_never_exceed_the_limit(
     assert acquired + refused == 400
     assert sum(each.refused_capacity for each in stats) == refused
     assert sum(manager.statistics().succeeded for manager in managers) == acquired
-    # Contended, and coalesced: fewer calls than attempts, the limit really hit.
+    # Contended, and coalesced: fewer calls than attempts, the limit really hit
+    # (a global_capacity refusal means Redis held `limit` leases then; the
+    # watchers sample, so they may miss that very moment on a loaded machine).
     assert sum(each.acquire_calls for each in stats) < 400
     assert refused > 0
-    assert peaks["local"] == limit
+    assert 0 < peaks["local"] <= limit
     print(f"peaks {peaks}, {acquired} admitted, {refused} refused")
 
 
