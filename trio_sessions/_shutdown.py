@@ -13,7 +13,7 @@ from typing import Any, final
 
 import trio
 
-from ._session import Outcome, Session
+from ._session import Session
 from ._statistics import ShutdownReport
 from ._task import OUTSIDE_CANCEL_REASON
 
@@ -92,10 +92,9 @@ class Drain:
         One that the code around the manager cancelled before the drain got
         to cancel it is counted as cancelled too, not as completed.
         """
-        if (
-            session.outcome is Outcome.CANCELLED
-            and session.cancel_reason == OUTSIDE_CANCEL_REASON
-        ):
+        # Identity, not equality: only the constant itself marks that case,
+        # and the test costs two instructions per session drained.
+        if session._cancel_reason is OUTSIDE_CANCEL_REASON:
             self._cancelled.add(session._number)
         if not self._sessions and self.report is None:
             self._finish(now, stuck=())
