@@ -113,7 +113,9 @@ class SessionManager(Admission):
         self._now = trio.lowlevel.current_clock().current_time
         # The task's fixed arguments in one partial, made once: two fewer
         # arguments to pass at each spawn.
-        self._session_task = partial(run_session, self._settled, self._now)
+        self._session_task = partial(
+            run_session, self._settled, self._interrupted, self._now
+        )
         self._thread = get_ident()
         self._closed = False
         # Completed sessions by outcome.
@@ -206,7 +208,6 @@ class SessionManager(Admission):
         session: Session[Any],
         outcome: Outcome,
         result: Any,
-        interrupted: bool = False,
     ) -> None:
         """The one settle callback: the session decides, the manager accounts.
 
@@ -231,9 +232,6 @@ class SessionManager(Admission):
         self._durations.record(duration)
         if self._guard is not None:
             self._release_lease(self._guard, session)
-        if interrupted:
-            why = session.cancel_reason
-            self._abort(f"cancelled because session {session.id} was {why}")
         if self._drain.closing:
             self._drain.session_settled(session, now)
 
@@ -289,6 +287,11 @@ class SessionManager(Admission):
             drain.cancel_remaining(abort_reason(exc))
             raise
         return report
+
+    def _interrupted(self, session: Session[Any]) -> None:
+        """A session was interrupted (KeyboardInterrupt...): shut down at once."""
+        why = session.cancel_reason
+        self._abort(f"cancelled because session {session.id} was {why}")
 
     def _abort(self, reason: str) -> None:
         """Shut down at once, cancelling the sessions for ``reason``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import trio
 
@@ -20,6 +20,9 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 __all__ = ["OUTSIDE_CANCEL_REASON", "Settle", "abort_reason", "run_session"]
 
+Settle = Callable[["Session[Any]", Outcome, Any], None]
+"""The manager's accounting for a session whose outcome is decided."""
+
 OUTSIDE_CANCEL_REASON: Final = (
     "cancelled because the code around the manager was cancelled"
 )
@@ -29,29 +32,18 @@ _ERROR: Final = Outcome.ERROR
 _CANCELLED: Final = Outcome.CANCELLED
 
 
-class Settle(Protocol):
-    """The manager's accounting for a session whose outcome is decided.
-
-    ``interrupted`` is true when a KeyboardInterrupt or SystemExit ended it,
-    after which the whole manager must shut down at once.
-    """
-
-    def __call__(
-        self,
-        session: Session[Any],
-        outcome: Outcome,
-        result: Any,
-        interrupted: bool = False,
-    ) -> None: ...
-
-
 async def run_session(
     settle: Settle,
+    interrupted: Callable[[Session[Any]], None],
     now: Callable[[], float],
     session: Session[Any],
     coro: Coroutine[Any, Any, Any],
 ) -> None:
-    """Run ``coro`` as ``session``: in its deadline's scope, settled exactly once."""
+    """Run ``coro`` as ``session``: in its deadline's scope, settled exactly once.
+
+    ``interrupted`` is called after a KeyboardInterrupt or SystemExit ended
+    the session (it is settled first): the whole manager shuts down at once.
+    """
     scope = session._start(now())
     if scope is None:
         # Cancelled before its first step: fn never runs.
@@ -87,7 +79,8 @@ async def run_session(
         # are refused, the other sessions cancelled) while the exception
         # propagates out of the manager's block.
         session._cancelled_from_outside(f"interrupted by {type(interruption).__name__}")
-        settle(session, _CANCELLED, exc, interrupted=True)
+        settle(session, _CANCELLED, exc)
+        interrupted(session)
         raise
     else:
         if scope.cancel_called:
