@@ -114,7 +114,11 @@ class SessionManager(Admission):
         # The task's fixed arguments in one partial, made once: two fewer
         # arguments to pass at each spawn.
         self._session_task = partial(
-            run_session, self._settled, self._interrupted, self._now
+            run_session,
+            self._settled,
+            self._cancelled_from_outside,
+            self._interrupted,
+            self._now,
         )
         self._thread = get_ident()
         self._closed = False
@@ -232,8 +236,8 @@ class SessionManager(Admission):
         self._durations.record(duration)
         if self._guard is not None:
             self._release_lease(self._guard, session)
-        if self._drain.closing:
-            self._drain.session_settled(session, now)
+        if self._drain.closing and not self._sessions:
+            self._drain.last_settled(now)
 
     # ---------------------------------------------------------------- shutdown
 
@@ -287,6 +291,11 @@ class SessionManager(Admission):
             drain.cancel_remaining(abort_reason(exc))
             raise
         return report
+
+    def _cancelled_from_outside(self, session: Session[Any]) -> None:
+        """A session's task is cancelled from outside; a drain counts it."""
+        if self._drain.closing:
+            self._drain.cancelled_from_outside(session)
 
     def _interrupted(self, session: Session[Any]) -> None:
         """A session was interrupted (KeyboardInterrupt...): shut down at once."""

@@ -15,7 +15,6 @@ import trio
 
 from ._session import Session
 from ._statistics import ShutdownReport
-from ._task import OUTSIDE_CANCEL_REASON
 
 __all__ = ["SHUTDOWN_CANCEL_REASON", "Drain"]
 
@@ -31,8 +30,8 @@ class Drain:
     :meth:`begin` stops admission (queued callers' scopes are cancelled);
     :meth:`run` waits for the sessions inside the drain's deadline, cancels
     the rest and waits up to ``grace`` for them to unwind; the manager calls
-    :meth:`session_settled` as each session completes while closing, and the
-    last one ends the drain. :attr:`drained` is set once :attr:`report` is,
+    :meth:`last_settled` when the last session completes while closing, which
+    ends the drain. :attr:`drained` is set once :attr:`report` is,
     and ``on_drained`` is called then (the manager stops its guard).
     """
 
@@ -86,17 +85,17 @@ class Drain:
         if not self._sessions:
             self._finish(now, stuck=())
 
-    def session_settled(self, session: Session[Any], now: float) -> None:
-        """A session completed while closing: the last one ends the drain.
+    def cancelled_from_outside(self, session: Session[Any]) -> None:
+        """The code around the manager cancelled ``session`` while it drained.
 
-        One that the code around the manager cancelled before the drain got
-        to cancel it is counted as cancelled too, not as completed.
+        It counts as cancelled, not completed, even if it unwound before the
+        drain got to cancel it.
         """
-        # Identity, not equality: only the constant itself marks that case,
-        # and the test costs two instructions per session drained.
-        if session._cancel_reason is OUTSIDE_CANCEL_REASON:
-            self._cancelled.add(session._number)
-        if not self._sessions and self.report is None:
+        self._cancelled.add(session._number)
+
+    def last_settled(self, now: float) -> None:
+        """The last session completed while closing: that ends the drain."""
+        if self.report is None:
             self._finish(now, stuck=())
 
     def cancel_remaining(self, reason: str = SHUTDOWN_CANCEL_REASON) -> None:

@@ -34,6 +34,7 @@ _CANCELLED: Final = Outcome.CANCELLED
 
 async def run_session(
     settle: Settle,
+    outside: Callable[[Session[Any]], None],
     interrupted: Callable[[Session[Any]], None],
     now: Callable[[], float],
     session: Session[Any],
@@ -41,8 +42,11 @@ async def run_session(
 ) -> None:
     """Run ``coro`` as ``session``: in its deadline's scope, settled exactly once.
 
-    ``interrupted`` is called after a KeyboardInterrupt or SystemExit ended
-    the session (it is settled first): the whole manager shuts down at once.
+    The manager hears of the rare endings apart from the accounting:
+    ``outside`` just before settling a session cancelled from outside (a
+    drain in progress counts it as cancelled), ``interrupted`` after settling
+    one ended by a KeyboardInterrupt or SystemExit (the whole manager shuts
+    down at once).
     """
     scope = session._start(now())
     if scope is None:
@@ -63,6 +67,7 @@ async def run_session(
         # Cancelled from outside this session's scope: the code around the
         # manager, or a BaseException in a sibling session.
         session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
+        outside(session)
         settle(session, _CANCELLED, None)
         raise
     except BaseException as exc:
@@ -71,6 +76,7 @@ async def run_session(
             # Only Cancelled, grouped by a nursery inside fn: still an outside
             # cancellation (what fn raised besides is its cause).
             session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
+            outside(session)
             settle(session, _CANCELLED, _non_cancelled(exc))
             raise
         # KeyboardInterrupt, SystemExit...: not an error of the session but the
