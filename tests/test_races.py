@@ -26,7 +26,6 @@ import trio
 import trio.testing
 from asgi_harness import AppFailure, Client, LifespanRunner, Steps, make_app
 from hypothesis import given, settings
-from invariants import counter_problems, manager_problems, tasks_left
 from strategies import (
     Behaviour,
     Injection,
@@ -40,6 +39,7 @@ from strategies import (
 
 import trio_sessions as ts
 from trio_sessions.asgi import SessionMiddleware
+from trio_sessions.testing import invariant_problems, statistics_problems, tasks_left
 
 T = TypeVar("T")
 
@@ -219,7 +219,7 @@ class MiddlewareRace:
         assert not broken, f"ASGI protocol violated: {broken}{context}"
 
         assert self.manager is not None
-        problems = manager_problems(self.manager)
+        problems = invariant_problems(self.manager, settled=True)
         assert not problems, f"manager not settled: {problems}{context}"
 
         refused = sum(c.refused for c in self.clients)
@@ -413,7 +413,7 @@ class ManagerRace:
         assert not hung, f"callers never returned: {hung}{context}"
 
         assert self.manager is not None
-        problems = manager_problems(self.manager)
+        problems = invariant_problems(self.manager, settled=True)
         assert not problems, f"manager not settled: {problems}{context}"
 
         expected = {"return": "value", "sleep": "value", "steps": "value"}
@@ -519,8 +519,9 @@ def replay(plan: MiddlewarePlan) -> MiddlewareRace:
 
 def assert_slot_free(race: MiddlewareRace) -> None:
     assert race.manager is not None
-    assert not manager_problems(race.manager), manager_problems(race.manager)
-    assert not counter_problems(race.manager.statistics())
+    problems = invariant_problems(race.manager, settled=True)
+    assert not problems, problems
+    assert not statistics_problems(race.manager.statistics())
     assert not race.tasks, race.tasks
 
 
