@@ -8,7 +8,6 @@ second or less and every wait on I/O sits under ``trio.fail_after``.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import inspect
 import json
@@ -17,15 +16,19 @@ import signal
 import subprocess
 import sys
 import uuid
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from redis_server import RedisServer, require_redis
+from redis_server import (
+    UNCLOSED_STREAMS,
+    RedisServer,
+    collect_failed_connections,  # noqa: F401 - an autouse fixture
+    require_redis,
+)
 
 import trio_sessions as ts
 
@@ -42,22 +45,7 @@ from trio_sessions.redis._scripts import ACQUIRE  # noqa: E402
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 
-# coredis 6.9 never closes the six anyio memory streams of a connection whose
-# connect attempt fails (Redis down, or cancelled mid-connect), so collecting it
-# warns. Tolerated here, where Redis is stopped on purpose, and nowhere else.
-UNCLOSED_STREAMS = "ignore:Unclosed <MemoryObject:ResourceWarning"
 pytestmark = pytest.mark.filterwarnings(UNCLOSED_STREAMS)
-
-
-@pytest.fixture(autouse=True)
-def _collect_failed_connections() -> Iterator[None]:
-    yield
-    # Collect them now, under the filter, before a later test's GC would.
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", "Unclosed <MemoryObject", category=ResourceWarning
-        )
-        gc.collect()
 
 
 @pytest.fixture
@@ -375,6 +363,24 @@ def gated_limit(
     return RedisSessionLimit(client, limit=limit, key=key, **kwargs), client
 
 
+async def hold_and_queue(
+    client: GatedRedis,
+    redis: coredis.Redis[bytes],
+    nursery: trio.Nursery,
+    caller: Callable[[str], Awaitable[None]],
+    first: str,
+    behind: Iterable[str],
+) -> None:
+    """Start ``first``, its acquire held in flight; queue ``behind``, in order."""
+    await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
+    client.holding = True
+    nursery.start_soon(caller, first)
+    await eventually(lambda: client.gates)  # in flight, alone
+    for name in behind:
+        nursery.start_soon(caller, name)
+        await trio.testing.wait_all_tasks_blocked()  # queued in this order
+
+
 def members_asked(call: list[Any]) -> list[str]:
     """The members an acquire call asks for (after the releases it carries)."""
     released = int(call[2])
@@ -402,14 +408,8 @@ async def test_callers_behind_an_acquire_in_flight_share_one_call_in_fifo_order(
             ts.open_session_manager(guard=guard) as manager,
             trio.open_nursery() as nursery,
         ):
-            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
-            client.holding = True
-            nursery.start_soon(caller, "first")
-            await eventually(lambda: client.gates)  # in flight, alone
             names = [f"c{index}" for index in range(5)]
-            for name in names:
-                nursery.start_soon(caller, name)
-                await trio.testing.wait_all_tasks_blocked()  # queued in this order
+            await hold_and_queue(client, redis, nursery, caller, "first", names)
             await client.let_through(1)
             await client.let_through(2)
             await eventually(lambda: len(outcomes) == 6)
@@ -458,13 +458,8 @@ async def test_a_caller_cancelled_in_a_batch_in_flight_leaves_no_lease(
             ts.open_session_manager(guard=guard) as manager,
             trio.open_nursery() as nursery,
         ):
-            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
-            client.holding = True
-            nursery.start_soon(caller, "first")
-            await eventually(lambda: client.gates)
-            for name in ("second", "cancelled"):
-                nursery.start_soon(caller, name)
-                await trio.testing.wait_all_tasks_blocked()
+            behind = ("second", "cancelled")
+            await hold_and_queue(client, redis, nursery, caller, "first", behind)
             await client.let_through(1)
             await eventually(lambda: len(client.gates) == 2)  # the batch, in flight
             assert len(members_asked(client.calls[1])) == 2
@@ -511,13 +506,8 @@ async def test_a_cancelled_leader_hands_the_batch_over(
             ts.open_session_manager(guard=guard) as manager,
             trio.open_nursery() as nursery,
         ):
-            await redis.script_load(ACQUIRE)  # no NOSCRIPT retry to hold too
-            client.holding = True
-            nursery.start_soon(caller, "leader")
-            await eventually(lambda: client.gates)
-            for name in ("second", "third"):
-                nursery.start_soon(caller, name)
-                await trio.testing.wait_all_tasks_blocked()
+            behind = ("second", "third")
+            await hold_and_queue(client, redis, nursery, caller, "leader", behind)
             scopes["leader"].cancel()
             await client.let_through(2)  # the next batch: the two queued
             await eventually(lambda: len(admitted) == 2)

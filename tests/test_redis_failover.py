@@ -7,14 +7,16 @@ Real time passes here: the sentinels take about 2-3 s to promote the replica.
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from redis_sentinel import SERVICE, SentinelGroup, require_sentinel
+from redis_server import (
+    UNCLOSED_STREAMS,
+    collect_failed_connections,  # noqa: F401 - an autouse fixture
+)
 
 import trio_sessions as ts
 
@@ -22,22 +24,11 @@ SENTINEL = require_sentinel()
 
 from trio_sessions.redis import BackendUnavailableError, RedisSessionLimit  # noqa: E402
 
-# As in test_redis.py: coredis leaves the streams of failed connects unclosed.
-pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+pytestmark = pytest.mark.filterwarnings(UNCLOSED_STREAMS)
 
 LIMIT = 6
 TTL = 4.0  # above the failover time, so leases outlive the outage
 HELD = 3  # leases of each fleet replicated before the kill, and lost after it
-
-
-@pytest.fixture(autouse=True)
-def _collect_failed_connections() -> Iterator[None]:
-    yield
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", "Unclosed <MemoryObject", category=ResourceWarning
-        )
-        gc.collect()
 
 
 @pytest.fixture
