@@ -1016,3 +1016,25 @@ async def test_slow_raise_after_startup_failed_is_still_raised(
             assert (await lifespan.event("lifespan.startup"))["type"] == (
                 "lifespan.startup.failed"
             )
+
+
+async def test_server_cancelling_the_lifespan_while_the_app_fails_ends_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app that answers startup.failed and never raises is cut off by the server."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "stuck"})
+        await trio.sleep_forever()
+
+    middleware = SessionMiddleware(app)
+    with trio.move_on_after(1) as server_gave_up:
+        async with trio.open_nursery() as nursery:
+            lifespan = Lifespan(middleware, nursery)
+            assert (await lifespan.event("lifespan.startup"))["type"] == (
+                "lifespan.startup.failed"
+            )
+    assert server_gave_up.cancelled_caught
+    assert trio.current_time() == 1
+    assert middleware.manager.closing

@@ -293,3 +293,37 @@ async def test_shutdown_returns_once_the_guard_has_stopped(
         await manager.shutdown()
         order.append("shutdown returned")
     assert order == ["caller left"] * 3 + ["guard stopped", "shutdown returned"]
+
+
+async def test_shutdown_cancelled_while_the_guard_stops_keeps_its_report(
+    autojump_clock: MockClock,
+) -> None:
+    """Cancelled while waiting for a slow guard to stop: the guard still stops."""
+    stopped_at: list[float] = []
+
+    class SlowToStop(SharedLimit):
+        async def run(
+            self,
+            manager: ts.SessionManager,
+            *,
+            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(5)  # flushing its last releases
+                stopped_at.append(trio.current_time())
+
+    async with ts.open_session_manager(guard=SlowToStop(3)) as manager:
+        await manager.run(hold, 1)
+        with trio.move_on_after(2) as waited:
+            await manager.shutdown()
+        assert waited.cancelled_caught  # cancelled while the guard stopped
+        assert manager.closing
+        assert trio.current_time() == 3
+    # Leaving the block waits for the guard, which was not cut short.
+    assert stopped_at == [6]
+    report = await manager.shutdown()
+    assert (report.initial_active, report.cancelled) == (0, 0)
