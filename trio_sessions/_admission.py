@@ -29,9 +29,10 @@ from ._errors import (
     new_capacity_error,
 )
 from ._guard import AdmissionGuard
+from ._inline import SessionBlock
 from ._latency import LatencyRecorder
 from ._metadata import EMPTY_METADATA, encode_metadata
-from ._session import Session
+from ._session import Outcome, Session
 from ._shutdown import Drain
 from ._validate import check_seconds
 
@@ -123,8 +124,11 @@ class Admission:
     _peak_metadata_bytes: int
     _wait_times: LatencyRecorder
 
-    # The manager's: stop the guard once drained and no caller is inside it.
+    # The manager's: stop the guard once drained and no caller is inside it;
+    # settle a session (an inline block's exit settles its own).
     _stop_guard_if_idle: Callable[[], None]
+    _settled: Callable[[Session[Any], Outcome, Any], None]
+    _settle_exit: Callable[[Session[Any], BaseException], None]
 
     def start_session_nowait(
         self,
@@ -164,6 +168,18 @@ class Admission:
             or get_ident() != self._thread
         ):
             raise self._refusal(fn)
+        return self._admit(self._take_slot(metadata, timeout, name), fn, args)
+
+    def _take_slot(
+        self,
+        metadata: Mapping[str, Any] | None,
+        timeout: float | ConfigDefault | None,
+        name: str | None,
+    ) -> Session[Any]:
+        """A new session holding a token, or a refusal: both nowait forms' admission.
+
+        Its caller has passed the gate (a slot may be free, on this thread).
+        """
         if timeout is CONFIG_DEFAULT:
             seconds = self._default_timeout
         elif timeout.__class__ is float and timeout >= 0:
@@ -172,7 +188,7 @@ class Admission:
             seconds = check_seconds(timeout, "timeout", optional=True)
         if metadata is None and name is None:
             # Nothing to check or measure: no call to _new_session.
-            session: Session[T] = Session(
+            session: Session[Any] = Session(
                 _next_number(),
                 None,
                 EMPTY_METADATA,
@@ -188,7 +204,108 @@ class Admission:
         except trio.WouldBlock:
             # A freed token was handed to a queued caller that has not run yet.
             raise self._refuse("capacity", new_capacity_error()) from None
-        return self._admit(session, fn, args)
+        return session
+
+    def session(
+        self,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
+        name: str | None = None,
+    ) -> SessionBlock:
+        """An inline session: its body runs in the caller's own task.
+
+        Entering the block is admission, exactly as :meth:`start_session`
+        (refused at once, or queued FIFO within ``max_waiting`` and
+        ``wait_timeout``; the same errors and counters), and a checkpoint;
+        the body holds one capacity token for its whole extent, inside a
+        cancel scope whose deadline is ``timeout`` seconds from its start::
+
+            async with manager.session(metadata={"path": path}, timeout=5):
+                reply = await handle(request)
+
+        Choose it for request handlers that already have a task (the
+        server's); choose :meth:`start_session` for fire-and-forget work and
+        fan-out. How the block ends is in :class:`SessionBlock`.
+
+        Raises (from the ``async with`` line, entering nothing):
+          CapacityError, ShuttingDownError, MetadataError: as
+            :meth:`start_session`.
+          TypeError, ValueError: an argument has the wrong type or value.
+        """
+        return SessionBlock(self, metadata, timeout, name, True)
+
+    def session_nowait(
+        self,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
+        name: str | None = None,
+    ) -> SessionBlock:
+        """An inline session admitted at once or refused, never waiting.
+
+        The twin of :meth:`session` as :meth:`start_session_nowait` is of
+        :meth:`start_session`: entering it never blocks and never yields,
+        whatever ``max_waiting`` says, so it is the fast path for a handler
+        that would rather refuse than queue::
+
+            try:
+                async with manager.session_nowait(timeout=5):
+                    reply = await handle(request)
+            except ts.CapacityError:
+                reply = "busy, try again"
+
+        Raises (from the ``async with`` line, entering nothing): as
+        :meth:`start_session_nowait`.
+        """
+        return SessionBlock(self, metadata, timeout, name, False)
+
+    async def _enter(
+        self,
+        metadata: Mapping[str, Any] | None,
+        timeout: float | ConfigDefault | None,
+        name: str | None,
+    ) -> Session[None]:
+        """Enter an inline session as :meth:`start_session` admits: may wait."""
+        await _checkpoint_if_cancelled()
+        if self._drain.closing or not (self._can_wait and self._may_wait()):
+            session = self._enter_nowait(metadata, timeout, name)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return session
+        session, waited = await self._wait_for_admission(metadata, timeout, name)
+        try:
+            self._enter_admitted(session)
+        except BaseException:
+            self._release_lease_if_guarded(session)
+            raise
+        if waited is not None:
+            self._wait_times.record(waited)
+        return session
+
+    def _enter_nowait(
+        self,
+        metadata: Mapping[str, Any] | None,
+        timeout: float | ConfigDefault | None,
+        name: str | None,
+    ) -> Session[None]:
+        """Enter an inline session now, or raise: the gate of the nowait forms."""
+        if len(self._sessions) >= self._nowait_limit or get_ident() != self._thread:
+            if get_ident() != self._thread:
+                raise foreign_thread_error()
+            raise self._gate_refusal("session_nowait", "async with manager.session()")
+        return self._enter_admitted(self._take_slot(metadata, timeout, name))
+
+    def _enter_admitted(self, session: Session[None]) -> Session[None]:
+        """Register ``session`` (holding its token) and enter its deadline's scope."""
+        if session._metadata_bytes and self._admit_budget is not None:
+            try:
+                self._check_budget(session)
+            except BaseException:
+                self._limiter.release_on_behalf_of(session)
+                raise
+        self._register(session)
+        session._enter_scope(self._now())
+        return session
 
     def _refusal(self, fn: object) -> Exception:
         """Why the nowait gate turns a caller away: the error, counted if a refusal."""
@@ -198,12 +315,18 @@ class Admission:
         # TypeError, never counted as a refusal.
         if not callable(fn):
             return _not_callable(fn)
+        return self._gate_refusal(
+            "start_session_nowait", "await manager.start_session(...)"
+        )
+
+    def _gate_refusal(self, form: str, instead: str) -> Exception:
+        """Why the gate of the nowait ``form`` refuses a well-formed caller."""
         if self._drain.closing:
             return self._refuse_shutting_down()
         if self._guard is not None:
             return RuntimeError(
-                "start_session_nowait cannot consult the manager's admission guard, "
-                "which may need I/O: use 'await manager.start_session(...)'"
+                f"{form} cannot consult the manager's admission guard, "
+                f"which may need I/O: use '{instead}'"
             )
         # The overload hot path: counted here, not through _refuse, which
         # would cost it 10 of its 77 instructions (bench_sessions --opcodes).
@@ -317,26 +440,46 @@ class Admission:
         timeout: float | ConfigDefault | None,
         name: str | None,
     ) -> Session[T]:
-        """Admission that may wait: for a local slot, then for the guard's lease.
-
-        ``wait_timeout`` bounds the whole wait: the local queue and the guard
-        share one deadline.
-        """
+        """Admission that may wait, then the session's task."""
         if not callable(fn):
             raise _not_callable(fn)
+        session, waited = await self._wait_for_admission(metadata, timeout, name)
+        try:
+            self._admit(session, fn, args)
+        except BaseException:
+            self._release_lease_if_guarded(session)
+            raise
+        if waited is not None:
+            self._wait_times.record(waited)
+        return session
+
+    async def _wait_for_admission(
+        self,
+        metadata: Mapping[str, Any] | None,
+        timeout: float | ConfigDefault | None,
+        name: str | None,
+    ) -> tuple[Session[Any], float | None]:
+        """Admission that may wait: for a local slot, then for the guard's lease.
+
+        Returns the session, holding its token (and lease), not registered
+        yet, with how long it waited if that counts in ``wait_times`` (only
+        callers that queued; the guard's round trip is a wait only for a
+        caller allowed to queue), else None. ``wait_timeout`` bounds the
+        whole wait: the local queue and the guard share one deadline.
+        """
         limiter = self._limiter
         may_queue = self._max_waiting > self._waiting
-        if limiter.available_tokens == 0 and not may_queue:
-            # Refused before anything is built, as start_session_nowait does.
+        if limiter.available_tokens <= 0 and not may_queue:
+            # Refused before anything is built, as the nowait forms do.
             raise self._refuse("capacity", new_capacity_error())
         queued_at = trio.current_time()
         seconds = self._default_timeout if timeout is CONFIG_DEFAULT else timeout
-        session: Session[T] = self._new_session(
+        session: Session[Any] = self._new_session(
             metadata, check_seconds(seconds, "timeout", optional=True), name, queued_at
         )
         wait_timeout = self._config.wait_timeout
         deadline = math.inf if wait_timeout is None else queued_at + wait_timeout
-        queued = limiter.available_tokens == 0
+        queued = limiter.available_tokens <= 0
         if queued:
             await self._wait_for_slot(session, deadline)
         else:
@@ -353,17 +496,9 @@ class Admission:
                 raise
         now = trio.current_time()
         session._admit(now)
-        try:
-            self._admit(session, fn, args)
-        except BaseException:
-            if guard is not None:
-                self._release_lease(guard, session)
-            raise
-        # Only callers that queued and became sessions count in wait_times;
-        # the guard's round trip is a wait only for a caller allowed to queue.
         if queued or (guard is not None and may_queue and now > queued_at):
-            self._wait_times.record(now - queued_at)
-        return session
+            return session, now - queued_at
+        return session, None
 
     async def _wait_for_slot(self, session: Session[Any], deadline: float) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""
@@ -429,6 +564,11 @@ class Admission:
         if self._drain.closing:
             raise self._refuse_shutting_down()
 
+    def _release_lease_if_guarded(self, session: Session[Any]) -> None:
+        # Admission failed after the guard granted a lease: give it back.
+        if self._guard is not None:
+            self._release_lease(self._guard, session)
+
     def _release_lease(self, guard: AdmissionGuard, session: Session[Any]) -> None:
         try:
             guard.release(session)
@@ -475,19 +615,24 @@ class Admission:
         except BaseException:
             self._limiter.release_on_behalf_of(session)
             raise
+        self._register(session)
+        # A str name spares trio formatting one from the function at each spawn.
+        self._spawn(self._session_task, session, coro, name=session._name or _TASK_NAME)
+        return session
+
+    def _register(self, session: Session[Any]) -> None:
+        """Put ``session``, which holds a token and fits the budget, in the registry."""
         sessions = self._sessions
         sessions[session._number] = session
         active = len(sessions)
         if active > self._peak_active:
             self._peak_active = active
+        size = session._metadata_bytes
         if size:
             total = self._metadata_bytes + size
             self._metadata_bytes = total
             if total > self._peak_metadata_bytes:
                 self._peak_metadata_bytes = total
-        # A str name spares trio formatting one from the function at each spawn.
-        self._spawn(self._session_task, session, coro, name=session._name or _TASK_NAME)
-        return session
 
     def _check_budget(self, session: Session[Any]) -> None:
         budget = self._admit_budget

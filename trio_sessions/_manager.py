@@ -27,7 +27,7 @@ from ._latency import LatencyRecorder
 from ._session import Outcome, Session, SessionsView
 from ._shutdown import Drain
 from ._statistics import SessionStatistics, ShutdownReport
-from ._task import abort_reason, run_session
+from ._task import INLINE_OUTSIDE_CANCEL_REASON, abort_reason, run_session, settle_exit
 from ._validate import check_seconds
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -76,6 +76,7 @@ class SessionManager(Admission):
         "_session_task",
         "_sessions",
         "_sessions_view",
+        "_settle_exit",
         "_spawn",
         "_succeeded",
         "_thread",
@@ -119,6 +120,14 @@ class SessionManager(Admission):
             self._cancelled_from_outside,
             self._interrupted,
             self._now,
+        )
+        # How an inline session's block that exits raising is settled.
+        self._settle_exit = partial(
+            settle_exit,
+            self._settled,
+            self._cancelled_from_outside,
+            self._interrupted,
+            INLINE_OUTSIDE_CANCEL_REASON,
         )
         self._thread = get_ident()
         self._closed = False

@@ -241,6 +241,14 @@ class Session(Generic[T]):
         self._scope = scope
         return scope
 
+    def _enter_scope(self, now: float) -> None:
+        """Start an inline session: enter its deadline's scope in the caller's task."""
+        self._started_at = now
+        timeout = self._timeout
+        scope = _CancelScope(deadline=_INF if timeout is None else now + timeout)
+        self._scope = scope
+        scope.__enter__()
+
     def _cancelled_from_outside(self, reason: str) -> None:
         """Its task is being cancelled from outside: say why, unless known."""
         if self._cancel_reason is None:

@@ -1,8 +1,9 @@
 """The body of a session's task: run the function in its scope, say how it ended.
 
 :func:`run_session` is what the manager spawns for each session; it leaves the
-accounting to the manager's settle callback and classifies every way a run can
-end (returned, raised, timed out, cancelled from inside or outside, interrupted).
+accounting to the manager's settle callback. :func:`settle_exit` classifies
+every way a run can end by an exception (raised, timed out, cancelled from
+inside or outside, interrupted), for session tasks and inline sessions alike.
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ from ._session import Outcome, Session
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["OUTSIDE_CANCEL_REASON", "Settle", "abort_reason", "run_session"]
+__all__ = [
+    "INLINE_OUTSIDE_CANCEL_REASON",
+    "OUTSIDE_CANCEL_REASON",
+    "Settle",
+    "abort_reason",
+    "run_session",
+    "settle_exit",
+]
 
 Settle = Callable[["Session[Any]", Outcome, Any], None]
 """The manager's accounting for a session whose outcome is decided."""
 
 OUTSIDE_CANCEL_REASON: Final = (
     "cancelled because the code around the manager was cancelled"
+)
+INLINE_OUTSIDE_CANCEL_REASON: Final = (
+    "cancelled because the code around its block was cancelled"
 )
 
 _SUCCESS: Final = Outcome.SUCCESS
@@ -57,43 +68,63 @@ async def run_session(
     try:
         with scope:
             result = await coro
-    except Exception as exc:
-        if scope.cancel_called:
-            # fn turned its cancellation into an error; the cancellation decides.
-            settle(session, session._cancelled_outcome(), exc)
-        else:
-            settle(session, _ERROR, exc)
-    except trio.Cancelled:
-        # Cancelled from outside this session's scope: the code around the
-        # manager, or a BaseException in a sibling session.
-        session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
-        outside(session)
-        settle(session, _CANCELLED, None)
-        raise
     except BaseException as exc:
-        interruption = _interruption(exc)
-        if interruption is None:
-            # Only Cancelled, grouped by a nursery inside fn: still an outside
-            # cancellation (what fn raised besides is its cause).
-            session._cancelled_from_outside(OUTSIDE_CANCEL_REASON)
-            outside(session)
-            settle(session, _CANCELLED, _non_cancelled(exc))
+        settle_exit(settle, outside, interrupted, OUTSIDE_CANCEL_REASON, session, exc)
+        if not isinstance(exc, Exception):
             raise
-        # KeyboardInterrupt, SystemExit...: not an error of the session but the
-        # end of the program. Only Exceptions are ERRORs: this session was
-        # interrupted, and the whole manager shuts down at once (queued callers
-        # are refused, the other sessions cancelled) while the exception
-        # propagates out of the manager's block.
-        session._cancelled_from_outside(f"interrupted by {type(interruption).__name__}")
-        settle(session, _CANCELLED, exc)
-        interrupted(session)
-        raise
     else:
         if scope.cancel_called:
             # fn swallowed its cancellation; it was still cancelled.
             settle(session, session._cancelled_outcome(), None)
         else:
             settle(session, _SUCCESS, result)
+
+
+def settle_exit(
+    settle: Settle,
+    outside: Callable[[Session[Any]], None],
+    interrupted: Callable[[Session[Any]], None],
+    outside_reason: str,
+    session: Session[Any],
+    exc: BaseException,
+) -> None:
+    """Settle ``session``, whose deadline's scope has exited raising ``exc``.
+
+    The one classification of an ending by an exception, for a session task
+    and for an inline session's block alike (its scope has already caught
+    its own cancellation, so ``exc`` is what got past it). ``outside_reason``
+    says what surrounds the session: the manager, or the block's own task.
+    """
+    if isinstance(exc, Exception):
+        if session._scope is not None and session._scope.cancel_called:
+            # fn turned its cancellation into an error; the cancellation decides.
+            settle(session, session._cancelled_outcome(), exc)
+        else:
+            settle(session, _ERROR, exc)
+        return
+    if isinstance(exc, trio.Cancelled):
+        # Cancelled from outside this session's scope: the code around the
+        # manager (or the block), or a BaseException in a sibling session.
+        session._cancelled_from_outside(outside_reason)
+        outside(session)
+        settle(session, _CANCELLED, None)
+        return
+    interruption = _interruption(exc)
+    if interruption is None:
+        # Only Cancelled, grouped by a nursery inside fn: still an outside
+        # cancellation (what fn raised besides is its cause).
+        session._cancelled_from_outside(outside_reason)
+        outside(session)
+        settle(session, _CANCELLED, _non_cancelled(exc))
+        return
+    # KeyboardInterrupt, SystemExit...: not an error of the session but the
+    # end of the program. Only Exceptions are ERRORs: this session was
+    # interrupted, and the whole manager shuts down at once (queued callers
+    # are refused, the other sessions cancelled) while the exception
+    # propagates out of the manager's block.
+    session._cancelled_from_outside(f"interrupted by {type(interruption).__name__}")
+    settle(session, _CANCELLED, exc)
+    interrupted(session)
 
 
 def abort_reason(exc: BaseException) -> str:
