@@ -6,7 +6,7 @@ counters on top of :func:`trio_sessions.testing.check_invariants`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import trio
@@ -16,15 +16,19 @@ import trio_sessions as ts
 from trio_sessions.testing import check_invariants
 
 __all__ = [
+    "INLINE_MODES",
     "META",
     "META_BYTES",
     "MODES",
+    "SPAWNED_MODES",
     "admit",
+    "check_block_raised",
     "compact_size",
     "expect",
     "fail_after_sleep",
     "run_trio",
     "sleep_then",
+    "start_inline",
     "with_own_nursery",
 ]
 
@@ -34,8 +38,12 @@ META = {"client": "fault-matrix", "note": "ünïcode"}
 META_BYTES = len(json.dumps(META, separators=(",", ":"), ensure_ascii=False).encode())
 
 #: How the session under test gets in: admitted at once by the async API, by
-#: the synchronous fast path, or after queueing behind sessions holding every slot.
-MODES = ("running", "nowait", "waiting")
+#: the synchronous fast path, or after queueing behind sessions holding every
+#: slot; as a task of the manager (spawned) or as a block in the caller's own
+#: task (inline: ``manager.session()``, ``manager.session_nowait()``).
+SPAWNED_MODES = ("running", "nowait", "waiting")
+INLINE_MODES = ("inline", "inline-nowait", "inline-waiting")
+MODES = SPAWNED_MODES + INLINE_MODES
 
 
 def run_trio(afn: Callable[[], Awaitable[T]]) -> T:
@@ -74,11 +82,13 @@ async def admit(
 ) -> tuple[ts.Session[Any], float, int]:
     """Admit ``fn`` as ``mode`` says; return the session, its start time, blockers.
 
-    In ``"waiting"`` mode every free slot is first taken by a blocker that
+    In the waiting modes every free slot is first taken by a blocker that
     succeeds after 1 s, so the session queues and starts at ``t0 + 1``.
+    An inline session runs ``fn`` in its block, in a task of its own (the
+    "caller"), which checks that the block raised what the outcome says.
     """
     blockers = 0
-    if mode == "waiting":
+    if mode.endswith("waiting"):
         while manager.statistics().active < manager.config.max_sessions:
             manager.start_session_nowait(sleep_then, 1)
             blockers += 1
@@ -88,10 +98,91 @@ async def admit(
         session = manager.start_session_nowait(
             fn, *args, metadata=META, timeout=timeout
         )
+    elif mode in INLINE_MODES:
+        session = await start_inline(
+            manager,
+            fn,
+            *args,
+            metadata=META,
+            timeout=timeout,
+            nowait=mode == "inline-nowait",
+        )
     else:
         session = await manager.start_session(fn, *args, metadata=META, timeout=timeout)
-    assert trio.current_time() == start + (1 if mode == "waiting" else 0)
+    assert trio.current_time() == start + (1 if mode.endswith("waiting") else 0)
     return session, trio.current_time(), blockers
+
+
+async def start_inline(
+    manager: ts.SessionManager,
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    metadata: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    nowait: bool = False,
+) -> ts.Session[Any]:
+    """Start a caller whose inline session runs ``fn``; return once it is admitted.
+
+    The caller is a task of the manager's own nursery, so that what the
+    block lets through (a KeyboardInterrupt, an outside Cancelled) ends
+    where a session task's would. Admission errors are raised here; the
+    caller checks that its block raised what the session's outcome says.
+    """
+    if nowait:
+        block = manager.session_nowait(metadata=metadata, timeout=timeout)
+    else:
+        block = manager.session(metadata=metadata, timeout=timeout)
+    admitted = trio.Event()
+    entered: list[ts.Session[Any]] = []
+    refused: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            async with block as session:
+                entered.append(session)
+                admitted.set()
+                await fn(*args)
+        except (ts.RejectedError, TypeError, ValueError) as exc:
+            if entered:
+                check_block_raised(entered[0], exc)
+            else:
+                refused.append(exc)
+                admitted.set()
+        except BaseException as exc:
+            if not entered:
+                admitted.set()
+                raise
+            check_block_raised(entered[0], exc)
+            if not isinstance(exc, Exception):
+                raise  # Cancelled from outside, KeyboardInterrupt: as a task's
+        else:
+            check_block_raised(entered[0], None)
+
+    manager._spawn(caller)
+    await admitted.wait()
+    if refused:
+        raise refused[0]
+    return entered[0]
+
+
+def check_block_raised(session: ts.Session[Any], exc: BaseException | None) -> None:
+    """Assert that an inline block raised what its session's outcome says."""
+    outcome = session.outcome
+    if outcome is ts.Outcome.SUCCESS:
+        assert exc is None, exc
+    elif outcome is ts.Outcome.ERROR:
+        assert exc is session._result, (exc, session._result)
+    elif outcome is ts.Outcome.TIMEOUT:
+        assert type(exc) is ts.SessionTimeout, exc
+    else:
+        assert outcome is ts.Outcome.CANCELLED, outcome
+        reason = session.cancel_reason or ""
+        if reason.startswith("interrupted by "):
+            assert type(exc).__name__ == reason.removeprefix("interrupted by "), exc
+        elif reason == "cancelled because the code around its block was cancelled":
+            assert isinstance(exc, trio.Cancelled), exc
+        else:
+            assert type(exc) is ts.SessionCancelled, exc
 
 
 def expect(

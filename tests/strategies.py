@@ -52,7 +52,7 @@ MIDDLEWARE_INJECTIONS = (
 #: What a manager-only injection does.
 MANAGER_INJECTIONS = ("cancel", "cancel_all", "shutdown", "outer", "outer_all")
 #: How a manager-only job is started.
-JOB_KINDS = ("nowait", "start", "run")
+JOB_KINDS = ("nowait", "start", "run", "inline", "inline_nowait")
 
 SECONDS = st.sampled_from([0, 0, 0.5, 1, 2.5])
 

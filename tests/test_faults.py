@@ -21,6 +21,7 @@ from session_helpers import (
     META,
     META_BYTES,
     MODES,
+    SPAWNED_MODES,
     admit,
     expect,
     sleep_then,
@@ -221,7 +222,8 @@ async def agen() -> AsyncGenerator[int, None]:
     yield 1  # pragma: no cover - never iterated
 
 
-@pytest.mark.parametrize("mode", MODES)
+# What fn is matters only to the forms that call it.
+@pytest.mark.parametrize("mode", SPAWNED_MODES)
 @pytest.mark.parametrize(
     "fn",
     [returns_int, returns_none, Awaitable42, agen, 42, None],
@@ -245,7 +247,8 @@ async def test_not_an_async_function_is_refused_at_admission(
     expect(manager, created=blockers, succeeded=blockers)
 
 
-@pytest.mark.parametrize("mode", MODES)
+# What fn is matters only to the forms that call it.
+@pytest.mark.parametrize("mode", SPAWNED_MODES)
 async def test_coroutine_object_is_refused_without_a_warning(
     mode: str, autojump_clock: MockClock
 ) -> None:
@@ -260,7 +263,8 @@ async def test_coroutine_object_is_refused_without_a_warning(
         expect(manager, created=blockers, active=blockers)
 
 
-@pytest.mark.parametrize("mode", MODES)
+# What fn is matters only to the forms that call it.
+@pytest.mark.parametrize("mode", SPAWNED_MODES)
 async def test_fn_raising_when_called_propagates_from_admission(
     mode: str, autojump_clock: MockClock
 ) -> None:

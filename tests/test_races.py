@@ -348,6 +348,16 @@ class ManagerRace:
             try:
                 if job.via == "run":
                     await manager.run(self.work, caller, **options)
+                elif job.via in ("inline", "inline_nowait"):
+                    # The session is a block of this caller's own task.
+                    if job.via == "inline":
+                        block = manager.session(**options)
+                    else:
+                        block = manager.session_nowait(**options)
+                    async with block as session:
+                        caller.session = session
+                        self.steps.point(f"{caller.name} admitted inline")
+                        await self.work(caller)
                 else:
                     if job.via == "nowait":
                         session = manager.start_session_nowait(

@@ -16,6 +16,7 @@ import trio.testing
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from session_helpers import start_inline
 
 import trio_sessions as ts
 from trio_sessions.testing import check_invariants
@@ -119,14 +120,29 @@ class ManagerMachine(RuleBasedStateMachine):
         timeout=st.sampled_from([None, 1.0, 2.5]),
         size=st.sampled_from([None, 0, 20, 45, 80]),
         nowait=st.booleans(),
+        inline=st.booleans(),
     )
-    def start(self, timeout: float | None, size: int | None, nowait: bool) -> None:
-        """Start a session that runs until released, failed, cancelled or timed out."""
+    def start(
+        self, timeout: float | None, size: int | None, nowait: bool, inline: bool
+    ) -> None:
+        """Start a session that runs until released, failed, cancelled or timed out.
+
+        As a task of the manager, or inline: a block in a caller's own task.
+        """
         metadata = None if size is None else {"p": "x" * size}
         nbytes = 0 if size is None else len('{"p":""}') + size
         held = Held()
 
         async def admit() -> ts.Session:
+            if inline:
+                return await start_inline(
+                    self.manager,
+                    held_work,
+                    held,
+                    metadata=metadata,
+                    timeout=timeout,
+                    nowait=nowait,
+                )
             if nowait:
                 return self.manager.start_session_nowait(
                     held_work, held, metadata=metadata, timeout=timeout
