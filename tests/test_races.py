@@ -354,8 +354,8 @@ class ManagerRace:
                         block = manager.session(**options)
                     else:
                         block = manager.session_nowait(**options)
-                    async with block as session:
-                        caller.session = session
+                    async with block as inline:
+                        caller.session = inline
                         self.steps.point(f"{caller.name} admitted inline")
                         await self.work(caller)
                 else:
