@@ -1,6 +1,10 @@
-"""SessionCollector: every statistic reaches Prometheus, one label per manager."""
+"""SessionCollector: every statistic reaches Prometheus, one label per manager;
+latencies as exact histograms that add up across managers, promtool-clean."""
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import httpx
 import pytest
@@ -9,6 +13,7 @@ import trio.testing
 from hypercorn_server import running_server
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import promtool_check
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -16,9 +21,12 @@ from starlette.routing import Mount, Route
 
 import trio_sessions as ts
 from trio_sessions.asgi import Message, Receive, Scope, Send, SessionMiddleware
-from trio_sessions.prometheus import SessionCollector
+from trio_sessions.prometheus import DEFAULT_BUCKETS, SessionCollector
+from trio_sessions.redis import RedisSessionLimit
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# A fleet limit for its gauges only: nothing listens there, nothing connects.
+UNUSED_REDIS = "redis://127.0.0.1:1/0"
 
 
 def scrape(registry: CollectorRegistry) -> Samples:
@@ -33,6 +41,16 @@ def scrape(registry: CollectorRegistry) -> Samples:
 
 def value(samples: Samples, name: str, manager: str = "api", **labels: str) -> float:
     return samples[(name, tuple(sorted({"manager": manager, **labels}.items())))]
+
+
+def buckets(samples: Samples, name: str, manager: str = "api") -> dict[float, float]:
+    """The ``le -> count`` buckets of histogram ``name`` for one manager."""
+    found = {}
+    for (sample, labels), count in samples.items():
+        tags = dict(labels)
+        if sample == f"{name}_bucket" and tags["manager"] == manager:
+            found[float(tags["le"])] = count
+    return found
 
 
 async def sleep_then(seconds: float) -> None:
@@ -64,9 +82,10 @@ async def run_mix(manager: ts.SessionManager) -> None:
 async def test_every_statistic_is_exposed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Counters, gauges and summaries match manager.statistics() exactly."""
+    """Counters, gauges and histograms match manager.statistics() exactly."""
     registry = CollectorRegistry()
-    collector = SessionCollector(registry=registry)
+    # Bounds between the run times (0, 0, 1, 2, 3 and 4 s), none on one.
+    collector = SessionCollector(registry=registry, buckets=[0.5, 1.5, 2.5, 3.5, 5])
     async with ts.open_session_manager(max_sessions=2) as manager:
         collector.add("api", manager)
         await run_mix(manager)
@@ -101,27 +120,29 @@ async def test_every_statistic_is_exposed(
         )
         assert value(samples, "trio_sessions_success_ratio") == pytest.approx(0.5)
 
-        durations = stats.durations
         assert value(samples, "trio_sessions_duration_seconds_count") == 6
-        assert durations.mean is not None
         assert value(samples, "trio_sessions_duration_seconds_sum") == pytest.approx(
-            durations.mean * 6
+            stats.durations.sum
         )
-        quantiles: tuple[tuple[str, float | None], ...] = (
-            ("0.5", durations.p50),
-            ("0.9", durations.p90),
-            ("0.99", durations.p99),
-        )
-        for quantile, wanted in quantiles:
-            assert value(
-                samples, "trio_sessions_duration_seconds", quantile=quantile
-            ) == pytest.approx(wanted)
+        assert stats.durations.sum == pytest.approx(10)
+        # The error and the cancellation took no time; then 1, 2, 3, and the
+        # timeout's 4 s.
+        assert buckets(samples, "trio_sessions_duration_seconds") == {
+            0.5: 2,
+            1.5: 3,
+            2.5: 4,
+            3.5: 5,
+            5.0: 6,
+            math.inf: 6,
+        }
+        assert ("trio_sessions_duration_seconds", ()) not in samples  # no quantiles
         assert value(samples, "trio_sessions_duration_max_seconds") == pytest.approx(4)
         assert value(samples, "trio_sessions_wait_seconds_count") == 0
+        assert set(buckets(samples, "trio_sessions_wait_seconds").values()) == {0}
 
 
 async def test_wait_times_are_exposed(autojump_clock: trio.testing.MockClock) -> None:
-    """Queued admissions feed the wait summary and the waiting gauge."""
+    """Queued admissions feed the wait histogram and the waiting gauge."""
     registry = CollectorRegistry()
     collector = SessionCollector(registry=registry)
     async with (
@@ -137,10 +158,98 @@ async def test_wait_times_are_exposed(autojump_clock: trio.testing.MockClock) ->
     samples = scrape(registry)
     assert value(samples, "trio_sessions_wait_seconds_count") == 1
     assert value(samples, "trio_sessions_wait_seconds_sum") == pytest.approx(2)
-    assert value(
-        samples, "trio_sessions_wait_seconds", quantile="0.5"
-    ) == pytest.approx(2, rel=0.02)
+    waits = buckets(samples, "trio_sessions_wait_seconds")
+    assert list(waits) == [*DEFAULT_BUCKETS, math.inf]
+    assert (waits[1.0], waits[2.5], waits[math.inf]) == (0, 1, 1)
     assert value(samples, "trio_sessions_wait_max_seconds") == pytest.approx(2)
+
+
+async def test_summary_is_an_option(autojump_clock: trio.testing.MockClock) -> None:
+    """latency="summary" exports the quantile summaries of earlier releases."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry, latency="summary")
+    async with ts.open_session_manager() as manager:
+        collector.add("api", manager)
+        for seconds in (1, 2, 3):
+            await manager.run(sleep_then, seconds)
+        durations = manager.statistics().durations
+        samples = scrape(registry)
+    assert value(samples, "trio_sessions_duration_seconds_count") == 3
+    assert value(samples, "trio_sessions_duration_seconds_sum") == pytest.approx(6)
+    for quantile, wanted in (
+        ("0.5", durations.p50),
+        ("0.9", durations.p90),
+        ("0.99", durations.p99),
+    ):
+        assert value(
+            samples, "trio_sessions_duration_seconds", quantile=quantile
+        ) == pytest.approx(wanted)
+    assert buckets(samples, "trio_sessions_duration_seconds") == {}
+    with pytest.raises(ValueError, match="latency must be 'histogram' or 'summary'"):
+        SessionCollector(registry=None, latency="quantiles")  # type: ignore[arg-type]
+
+
+async def test_histograms_add_up_across_managers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Summed by le, two managers' buckets are exactly those of all their sessions:
+    what Prometheus does with a fleet's histograms."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry, buckets=[0.1, 0.25, 1, 2.5])
+    runs = {"first": (0.1, 0.2, 0.3), "second": (0.25, 2.0, 3.0, 0.05)}
+    async with (
+        ts.open_session_manager() as first,
+        ts.open_session_manager() as second,
+    ):
+        managers = {"first": first, "second": second}
+        for name, manager in managers.items():
+            collector.add(name, manager)
+            for seconds in runs[name]:
+                await manager.run(sleep_then, seconds)
+        samples = scrape(registry)
+    fleet = buckets(samples, "trio_sessions_duration_seconds", "first")
+    for le, count in buckets(
+        samples, "trio_sessions_duration_seconds", "second"
+    ).items():
+        fleet[le] += count
+    everything = [seconds for times in runs.values() for seconds in times]
+    assert fleet == {
+        le: sum(seconds <= le for seconds in everything)
+        for le in (0.1, 0.25, 1.0, 2.5, math.inf)
+    }
+
+
+@pytest.mark.parametrize(
+    ("bounds", "error", "match"),
+    [
+        ([0.005, 0.0123], ValueError, "buckets: 0.0123 is not a bound"),
+        ([1, 0.5], ValueError, "buckets must be in increasing order"),
+        ([None], TypeError, "buckets must be numbers"),
+    ],
+)
+def test_buckets_are_checked_at_construction(
+    bounds: list[object], error: type[Exception], match: str
+) -> None:
+    """A bound the manager does not count is refused before any scrape."""
+    with pytest.raises(error, match=match):
+        SessionCollector(registry=None, buckets=bounds)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("latency", ["histogram", "summary"])
+async def test_exposition_passes_promtool(
+    latency: Literal["histogram", "summary"],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """promtool check metrics finds nothing to say about any series, fleet gauges
+    included, in either latency kind."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry, latency=latency)
+    async with ts.open_session_manager(max_sessions=2) as manager:
+        collector.add("api", manager)
+        # Built, never connected: its statistics need no I/O.
+        collector.add_fleet("api", RedisSessionLimit.from_url(UNUSED_REDIS, limit=4))
+        await run_mix(manager)
+        assert await promtool_check(generate_latest(registry)) == ""
 
 
 async def test_managers_stay_apart_by_label() -> None:

@@ -1,25 +1,35 @@
 """A ``prometheus_client`` collector that exposes every session statistic.
 
 Each manager's series carry a ``manager`` label, so several managers in one
-process stay apart. Needs ``pip install trio-sessions[prometheus]``.
+process stay apart; latencies are histograms, so a fleet's add up. Needs
+``pip install trio-sessions[prometheus]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol, final, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Literal, Protocol, cast, final, runtime_checkable
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import REGISTRY, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from . import LatencySummary, SessionStatistics
+from ._latency import DEFAULT_BUCKETS, check_buckets
 
-__all__ = ["FleetSource", "FleetStatistics", "SessionCollector", "StatisticsSource"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "FleetSource",
+    "FleetStatistics",
+    "SessionCollector",
+    "StatisticsSource",
+]
 
 _OUTCOMES = (
     ("success", "succeeded"),
@@ -28,6 +38,9 @@ _OUTCOMES = (
     ("cancelled", "cancelled"),
 )
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+# The ``le`` labels exactly as prometheus_client's own Histogram writes them
+# ("0.005", "1.0", "+Inf"); the function is untyped there.
+_le = cast(Callable[[float], str], floatToGoString)
 
 
 class StatisticsSource(Protocol):
@@ -97,9 +110,19 @@ class SessionCollector:
     - gauges ``<ns>_active``, ``<ns>_waiting``, ``<ns>_max_sessions``,
       ``<ns>_peak_active``, ``<ns>_metadata_bytes``, ``<ns>_peak_metadata_bytes``
       and ``<ns>_success_ratio`` (absent until a session completed);
-    - summaries ``<ns>_duration_seconds`` and ``<ns>_wait_seconds`` with
-      quantiles 0.5, 0.9 and 0.99, plus gauges ``<ns>_duration_max_seconds``
-      and ``<ns>_wait_max_seconds``.
+    - histograms ``<ns>_duration_seconds`` (run time of completed sessions)
+      and ``<ns>_wait_seconds`` (time queued, by sessions that waited):
+      ``_bucket{le}``, ``_sum`` and ``_count`` series, with the bounds of
+      ``buckets``; with ``latency="summary"``, summaries of the same names
+      with quantiles 0.5, 0.9 and 0.99 instead;
+    - gauges ``<ns>_duration_max_seconds`` and ``<ns>_wait_max_seconds``.
+
+    The bucket counts are exact, not estimated: the manager counts every
+    duration in fine bins whose edges are every number with at most two
+    significant digits from 1e-05 to 100000 seconds, and ``buckets`` may be
+    any increasing choice of those. Histograms from many processes add up
+    (``histogram_quantile(0.99, sum by (le) (rate(..._bucket[5m])))``), which
+    the summaries' quantiles do not.
 
     Fleet-wide limits added with :meth:`add_fleet` add gauges labelled
     ``manager`` and ``key``: ``<ns>_fleet_leases`` (leases held by the whole
@@ -116,6 +139,16 @@ class SessionCollector:
       sources: Initial ``name -> manager`` mapping.
       namespace: Prefix of every metric name.
       registry: Registry to register with, or ``None`` to register yourself.
+      buckets: Upper bounds of the histograms' buckets, in seconds, increasing
+        (``+Inf`` is always added); the default, :data:`DEFAULT_BUCKETS`, is
+        ``prometheus_client``'s: 5 ms to 10 s.
+      latency: ``"histogram"`` (the default), or ``"summary"`` for the
+        per-process quantile summaries of earlier releases.
+
+    Raises:
+      ValueError: a bucket bound is not one the manager counts, the bounds
+        are not increasing, or ``latency`` is neither kind.
+      TypeError: a bucket bound is not a number.
     """
 
     def __init__(
@@ -124,7 +157,15 @@ class SessionCollector:
         *,
         namespace: str = "trio_sessions",
         registry: CollectorRegistry | None = REGISTRY,
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+        latency: Literal["histogram", "summary"] = "histogram",
     ) -> None:
+        if latency not in ("histogram", "summary"):
+            raise ValueError(
+                f"latency must be 'histogram' or 'summary', got {latency!r}"
+            )
+        self._buckets = check_buckets(buckets)
+        self._latency = latency
         self._namespace = namespace
         self._sources: dict[str, StatisticsSource] = {}
         self._fleets: dict[str, FleetSource] = {}
@@ -274,27 +315,43 @@ class SessionCollector:
             ("wait", "Time queued for a slot, by sessions that waited.", "wait_times"),
         )
         for metric, documentation, field in latencies:
-            summary = SummaryMetricFamily(
-                f"{ns}_{metric}_seconds", documentation, labels=["manager"]
+            name = f"{ns}_{metric}_seconds"
+            family = (
+                HistogramMetricFamily(name, documentation, labels=["manager"])
+                if self._latency == "histogram"
+                else SummaryMetricFamily(name, documentation, labels=["manager"])
             )
             largest = GaugeMetricFamily(
                 f"{ns}_{metric}_max_seconds",
                 f"Longest {metric} observed, in seconds.",
                 labels=["manager"],
             )
-            for name, stats in snapshots:
+            for manager, stats in snapshots:
                 latency: LatencySummary = getattr(stats, field)
-                total = 0.0 if latency.mean is None else latency.mean * latency.count
-                summary.add_metric([name], latency.count, total)
-                for quantile, attribute in _QUANTILES:
-                    value = getattr(latency, attribute)
-                    if value is not None:
-                        summary.add_sample(
-                            summary.name,
-                            {"manager": name, "quantile": quantile},
-                            value,
-                        )
+                if isinstance(family, HistogramMetricFamily):
+                    family.add_metric(
+                        [manager],
+                        [
+                            (_le(bound), count)
+                            for bound, count in latency.buckets(self._buckets)
+                        ],
+                        latency.sum,
+                    )
+                else:
+                    _add_quantiles(family, manager, latency)
                 if latency.max is not None:
-                    largest.add_metric([name], latency.max)
-            yield summary
+                    largest.add_metric([manager], latency.max)
+            yield family
             yield largest
+
+
+def _add_quantiles(
+    summary: SummaryMetricFamily, manager: str, latency: LatencySummary
+) -> None:
+    summary.add_metric([manager], latency.count, latency.sum)
+    for quantile, attribute in _QUANTILES:
+        value = getattr(latency, attribute)
+        if value is not None:
+            summary.add_sample(
+                summary.name, {"manager": manager, "quantile": quantile}, value
+            )
