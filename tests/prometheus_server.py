@@ -23,6 +23,8 @@ from redis_server import free_port
 # How long a fresh server may take to report ready before the test fails.
 START_TIMEOUT = 30.0
 SCRAPE_INTERVAL = "1s"
+# How long a query may take to show what the last scrapes brought.
+WAIT_TIMEOUT = 20.0
 
 
 def require(binary: str) -> str:
@@ -77,13 +79,19 @@ class Prometheus:
         assert len(result) == 1, result
         return float(result[0]["value"][1])
 
-    async def wait_for(self, promql: str, expected: float) -> None:
-        """Poll until ``promql`` evaluates to ``expected`` (the caller bounds the
-        time): the next scrapes bring it."""
-        while True:
-            if await self.scalar(promql) == expected:
-                return
-            await trio.sleep(0.2)
+    async def wait_for(
+        self, promql: str, expected: float, timeout: float = WAIT_TIMEOUT
+    ) -> None:
+        """Poll until ``promql`` evaluates to ``expected``, as the next scrapes
+        bring it; fail after ``timeout`` seconds with the last value seen."""
+        seen = None
+        with trio.move_on_after(timeout):
+            while True:
+                seen = await self.scalar(promql)
+                if seen == expected:
+                    return
+                await trio.sleep(0.2)
+        raise AssertionError(f"{promql} is {seen}, not {expected}, after {timeout} s")
 
 
 def _config(targets: Sequence[str]) -> str:
