@@ -139,9 +139,29 @@ def package(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def e2e(session: nox.Session) -> None:
-    """Example servers as real subprocesses; wrk on bare, raw-Trio floor, middleware."""
+    """Example servers as real subprocesses, a real Prometheus scraping two of them;
+    wrk on bare, raw-Trio floor, middleware."""
+    import os
+    import shutil
+
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/test_examples.py", "tests/test_serve_cli.py")
+    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
+        # Debian's package has both; as root, or through sudo -n, like wrk below.
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        session.run(*sudo, "apt-get", "update", "-qq", external=True)
+        session.run(
+            *sudo,
+            *("apt-get", "install", "-y", "-qq", "prometheus"),
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    session.run(
+        "pytest",
+        "tests/test_examples.py",
+        "tests/test_serve_cli.py",
+        # Named here, so it runs: the default run skips it, as slow.
+        "tests/test_prometheus_e2e.py",
+    )
     # --install: apt-get install wrk when it is missing (needs root).
     session.run(
         "python",
