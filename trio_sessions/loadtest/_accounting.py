@@ -14,8 +14,9 @@ from typing import Any, ClassVar, final
 import attrs
 import trio
 
-from .. import Outcome, Session, SessionCancelled, SessionTimeout, open_session_manager
+from .. import Outcome, Session, SessionCancelled, SessionTimeout
 from ._report import Checks, ScenarioResult, Tally, percent
+from ._timeline import open_manager
 from ._work import Work, config, resolve
 
 
@@ -153,7 +154,7 @@ async def metrics_accuracy(
     start = trio.current_time()
     plan = [_MIX[index % len(_MIX)] for index in range(sessions)]
     mismatched = 0
-    async with open_session_manager(config(max(sessions, 1))) as manager:
+    async with open_manager(config(max(sessions, 1))) as manager:
         started: list[tuple[Outcome, Session]] = []
         for planned in plan:
             if planned is Outcome.SUCCESS:
@@ -325,7 +326,7 @@ async def metadata_tracking(
     limit = max(sizes, default=0)
     manager_config = config(max(sessions, 1), max_session_metadata_bytes=limit)
     references: list[weakref.ref[Session]] = []
-    async with open_session_manager(manager_config) as manager:
+    async with open_manager(manager_config) as manager:
         started = [
             await manager.start_session(
                 hold_then, first if index < half else second, metadata=item

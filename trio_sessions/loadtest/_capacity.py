@@ -10,9 +10,10 @@ from typing import ClassVar, final
 import attrs
 import trio
 
-from .. import CapacityError, Session, SessionManager, open_session_manager
+from .. import CapacityError, Session, SessionManager
 from .._errors import CAPACITY_MESSAGE
 from ._report import Checks, ScenarioResult, Tally, ms
+from ._timeline import open_manager
 from ._work import Gate, Work, config, resolve
 
 
@@ -70,7 +71,7 @@ async def concurrent_sessions(
     work = resolve(work)
     start = trio.current_time()
     tally = Tally()
-    async with open_session_manager(config(sessions)) as manager:
+    async with open_manager(config(sessions)) as manager:
         started = [await manager.start_session(work) for _ in range(sessions)]
         for session in started:
             await tally.wait(session)
@@ -146,7 +147,7 @@ async def held_sessions(
     start = trio.current_time()
     gate = Gate(sessions)
     tally = Tally()
-    async with open_session_manager(config(sessions)) as manager:
+    async with open_manager(config(sessions)) as manager:
         started = [
             await manager.start_session(gate.hold_then, work) for _ in range(sessions)
         ]
@@ -249,7 +250,7 @@ async def capacity_limit(
             if str(exc) == CAPACITY_MESSAGE:
                 rejected += 1
 
-    async with open_session_manager(config(capacity, max_waiting=0)) as manager:
+    async with open_manager(config(capacity, max_waiting=0)) as manager:
         held = [
             await manager.start_session(gate.hold_then, work) for _ in range(capacity)
         ]

@@ -15,8 +15,9 @@ from typing import ClassVar, final
 import attrs
 import trio
 
-from .. import CapacityError, Session, open_session_manager
+from .. import CapacityError, Session
 from ._report import Checks, ScenarioResult, Tally, ms, us
+from ._timeline import open_manager
 from ._work import SESSION_TIMEOUT, ProgressCallback, Work, config, resolve
 
 
@@ -84,7 +85,7 @@ async def performance_baseline(
     tally = Tally()
     costs: list[float] = []
     perf_counter = time.perf_counter
-    async with open_session_manager(config(iterations)) as manager:
+    async with open_manager(config(iterations)) as manager:
         started: list[Session] = []
         for _ in range(iterations):
             before = perf_counter()
@@ -238,7 +239,7 @@ async def scale(
     # a zero drain cancels whatever it left running.
     manager_config = config(sessions, request_timeout=None, shutdown_timeout=0)
     work_deadline = max(SESSION_TIMEOUT, sessions / 1000)
-    async with open_session_manager(manager_config) as manager:
+    async with open_manager(manager_config) as manager:
         while admitted < sessions:
             manager.start_session_nowait(held)
             admitted += 1
@@ -371,7 +372,7 @@ async def sustained_churn(
     target = max(round(rate * duration), 0)
     attempted = rejected = 0
     duration_ms = max(round(duration * 1000), 1)
-    async with open_session_manager(config(capacity)) as manager:
+    async with open_manager(config(capacity)) as manager:
         began = trio.current_time()
         while True:
             elapsed = trio.current_time() - began

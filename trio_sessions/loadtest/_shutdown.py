@@ -10,9 +10,10 @@ from typing import ClassVar, final
 import attrs
 import trio
 
-from .. import SessionManager, ShuttingDownError, open_session_manager
+from .. import SessionManager, ShuttingDownError
 from .._latency import LatencyRecorder
 from ._report import Checks, ScenarioResult, Tally, ms
+from ._timeline import open_manager
 from ._work import ProgressCallback, Work, config, resolve
 
 
@@ -87,7 +88,7 @@ async def no_hang(
     active = 0
     with trio.move_on_after(deadline) as scope:
         async with (
-            open_session_manager(config(sessions)) as manager,
+            open_manager(config(sessions)) as manager,
             trio.open_nursery() as nursery,
         ):
             for index in range(sessions):
@@ -209,9 +210,7 @@ async def graceful_shutdown(
         else:  # pragma: no cover - only a broken manager admits while draining
             await Tally().wait(late)
 
-    async with open_session_manager(
-        config(sessions, shutdown_timeout=drain)
-    ) as manager:
+    async with open_manager(config(sessions, shutdown_timeout=drain)) as manager:
         began = trio.current_time()
         started = [
             await manager.start_session(staggered, began + (index + 1) * interval)
