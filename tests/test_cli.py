@@ -261,6 +261,9 @@ def test_bad_handler_exits_2(
         ["loadtest", "--url", "http://127.0.0.1:1/", "--handler", "m:f"],
         ["loadtest", "--url", "http://127.0.0.1:1/", "--sessions", "10"],
         ["loadtest", "--json", "--quiet"],
+        ["loadtest", "--html", "-"],
+        ["loadtest", "--html", "/no/such/directory/report.html"],
+        ["loadtest", "--url", "http://127.0.0.1:1/", "--processes", "0"],
         ["frobnicate"],
     ],
 )
@@ -324,14 +327,45 @@ def test_subprocess_table_without_rich() -> None:
     assert completed.stderr == ""
 
 
-def test_url_without_httpx_names_the_extra(
+def test_url_without_h11_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without httpx, --url fails with the pip command of this interpreter."""
-    monkeypatch.setitem(sys.modules, "httpx", None)
+    """Without h11, --url fails with the pip command of this interpreter."""
+    monkeypatch.setitem(sys.modules, "h11", None)
     assert main(["loadtest", "--url", "http://127.0.0.1:1/"]) == 2
     err = capsys.readouterr().err
+    assert "--url needs h11" in err
     assert f"{sys.executable} -m pip install 'trio-sessions[cli]'" in err
+
+
+def test_html_without_plotly_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Without plotly, --html fails before the run with the pip command to type."""
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    path = tmp_path / "report.html"
+    assert main(["loadtest", "--only", "capacity", "--html", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "--html needs plotly" in captured.err
+    assert f"{sys.executable} -m pip install 'trio-sessions[report]'" in captured.err
+    assert captured.out == ""
+    assert not path.exists()
+
+
+def test_html_writes_one_page_with_the_table_and_charts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--html PATH writes the table and four charts, and still prints the table."""
+    path = tmp_path / "report.html"
+    assert main(["loadtest", "--only", "held,capacity", "--html", str(path)]) == 0
+    assert "All 2 scenarios passed" in capsys.readouterr().out
+    page = path.read_text(encoding="utf-8")
+    assert "100 sessions held at once" in page
+    assert "All 2 scenarios passed" in page
+    for chart in ("latency", "throughput", "active", "outcomes"):
+        assert f'id="chart-{chart}"' in page
+    # plotly.js is inlined, not fetched: the page has no script of its own source.
+    assert "<script src" not in page
 
 
 def test_json_works_without_rich(
@@ -381,6 +415,10 @@ async def test_subprocess_url_load() -> None:
         busy = await run_cli_async(
             "loadtest", "--url", f"{base}/busy", "--requests", "10", "--json"
         )
+        paced = await run_cli_async(
+            "loadtest", "--url", f"{base}/", "--rate", "500", "--requests", "20",
+            "--processes", "2", "--json",
+        )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert b"PASS" in ok.stdout
     assert busy.returncode == 0, busy.stderr
@@ -390,6 +428,12 @@ async def test_subprocess_url_load() -> None:
     assert (http["requests"], http["status_503"], http["success_2xx"]) == (10, 10, 0)
     assert http["latency"]["count"] == 10
     assert report["work"] == f"GET {base}/busy"
+    assert paced.returncode == 0, paced.stderr
+    (http,) = json.loads(paced.stdout)["scenarios"]
+    assert (http["rate"], http["processes"], http["requests"]) == (500, 2, 20)
+    assert http["latency"]["count"] == 20
+    assert http["latency"]["p999"] is not None
+    assert sum(http["timeline"]["counts"]["2xx"]) == 20
 
 
 # ---------------------------------------------------------------- --json PATH

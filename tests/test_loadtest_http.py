@@ -1,7 +1,9 @@
 """Tests of the HTTP load of trio_sessions.loadtest, against a real local server.
 
 Each test serves an ASGI app on 127.0.0.1, port 0, inside ``fail_after``, and
-drives it with :func:`loadtest.http_load`. No test asserts on wall-clock time.
+drives it with :func:`loadtest.http_load`. No test asserts on how fast anything
+ran; the open-loop test checks a lower bound that causality sets, whatever the
+machine's speed. The histogram and timeline tests need no server.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -16,11 +19,15 @@ from hypercorn_server import running_server
 
 from trio_sessions import loadtest
 
+STALL = 0.3
+
 
 def mixed_status_app() -> Callable[..., Awaitable[None]]:
     """An ASGI app answering 200, except every 10th request 503 and the next 504.
 
-    ``/teapot`` answers 418, and ``/hang`` never answers.
+    ``/teapot`` answers 418, ``/hang`` never answers, ``/stall-first`` answers
+    the first request after :data:`STALL` seconds and the others at once, and
+    ``/close`` answers with ``Connection: close``.
     """
     count = 0
 
@@ -35,6 +42,7 @@ def mixed_status_app() -> Callable[..., Awaitable[None]]:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         status = 200
+        headers = [(b"content-type", b"text/plain")]
         if scope["path"] == "/mixed":
             status = {3: 503, 7: 504}.get(count % 10, 200)
             count += 1
@@ -42,16 +50,25 @@ def mixed_status_app() -> Callable[..., Awaitable[None]]:
             status = 418
         elif scope["path"] == "/hang":
             await trio.sleep_forever()
+        elif scope["path"] == "/stall-first":
+            count += 1
+            if count == 1:
+                await trio.sleep(STALL)
+        elif scope["path"] == "/close":
+            headers.append((b"connection", b"close"))
         await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"text/plain")],
-            }
+            {"type": "http.response.start", "status": status, "headers": headers}
         )
         await send({"type": "http.response.body", "body": b"hello"})
 
     return app
+
+
+async def load_mixed(path: str, **options: Any) -> loadtest.HttpLoadResult:
+    """``http_load`` of ``path`` on a new :func:`mixed_status_app`, bounded in time."""
+    with trio.fail_after(60):
+        async with running_server(mixed_status_app()) as base:
+            return await loadtest.http_load(base + path, **options)
 
 
 async def test_http_load_counts_statuses() -> None:
@@ -72,24 +89,22 @@ async def test_http_load_counts_statuses() -> None:
     assert result.latency.count == 50
     assert result.throughput > 0
     assert seen[-1] == (50, 50)
+    series = result.timeline
+    assert sum(series.counts["2xx"]) == 40
+    assert (sum(series.counts["503"]), sum(series.counts["504"])) == (5, 5)
+    assert series.levels["in_flight"][-1] == 0
 
 
 async def test_http_load_other_status_fails() -> None:
     """Responses other than 2xx, 503 and 504 fail the HTTP load."""
-    with trio.fail_after(30):
-        async with running_server(mixed_status_app()) as base:
-            result = await loadtest.http_load(
-                f"{base}/teapot", requests=6, concurrency=2
-            )
+    result = await load_mixed("/teapot", requests=6, concurrency=2)
     assert not result.passed
     assert result.other_status == 6
 
 
 async def test_http_load_for_a_duration() -> None:
     """With a duration, requests go on until it is over, then stop."""
-    with trio.fail_after(30):
-        async with running_server(mixed_status_app()) as base:
-            result = await loadtest.http_load(f"{base}/", duration=0.2, concurrency=2)
+    result = await load_mixed("/", duration=0.2, concurrency=2)
     assert result.passed, result.problems
     assert result.requests == result.success_2xx > 0
 
@@ -116,15 +131,11 @@ async def test_http_load_counts_connection_errors() -> None:
 
 async def test_http_load_timeout_says_which_request_after_how_long() -> None:
     """A client timeout is reported with the request, its URL and the timeout."""
-    with trio.fail_after(30):
-        async with running_server(mixed_status_app()) as base:
-            result = await loadtest.http_load(
-                f"{base}/hang", requests=1, concurrency=1, timeout=0.2
-            )
+    result = await load_mixed("/hang", requests=1, concurrency=1, timeout=0.2)
     assert result.errors == 1
     assert result.first_error is not None
     assert re.fullmatch(
-        rf"ReadTimeout on request 1 \(GET {re.escape(base)}/hang\) after 0\.2\d s: "
+        r"timeout on request 1 \(GET http://127\.0\.0\.1:\d+/hang\) after 0\.2\d s: "
         r"no answer within the 0\.2 s client timeout",
         result.first_error,
     ), result.first_error
@@ -137,7 +148,89 @@ async def test_connection_error_names_the_request() -> None:
     with trio.fail_after(30):
         result = await loadtest.http_load(url, requests=1, concurrency=1)
     assert result.first_error is not None
-    assert result.first_error.startswith(
-        f"ConnectError on request 1 (GET {url}) after "
-    )
-    assert result.first_error.endswith(f"127.0.0.1:{url.split(':')[2][:-1]} failed")
+    port = url.split(":")[2][:-1]
+    assert re.fullmatch(
+        rf"connect error on request 1 \(GET {re.escape(url)}\) after \d+\.\d\d s: "
+        rf"cannot connect to 127\.0\.0\.1:{port}: Connection refused",
+        result.first_error,
+    ), result.first_error
+
+
+async def test_open_loop_counts_the_wait_from_the_intended_send_time() -> None:
+    """A request due while the only connection is busy counts its wait in its latency.
+
+    Requests are due every 10 ms; the first is answered after STALL seconds,
+    and the nine due meanwhile wait for it: each latency, measured from when
+    the request was due, is at least STALL minus its offset, however fast or
+    slow the machine. Measured from when each was sent, they would be ~0.
+    """
+    result = await load_mixed("/stall-first", requests=10, concurrency=1, rate=100)
+    assert result.passed, result.problems
+    assert (result.requests, result.success_2xx, result.rate) == (10, 10, 100)
+    assert result.latency.count == 10
+    assert result.latency.min is not None
+    assert result.latency.min >= STALL - 9 / 100
+    assert "at 100/s, 1 connections" in result.title
+
+
+async def test_open_loop_sends_rate_times_duration() -> None:
+    """With a rate and a duration, rate * duration requests are sent."""
+    result = await load_mixed("/", rate=200, duration=0.1, concurrency=3)
+    assert result.passed, result.problems
+    assert result.requests == result.success_2xx == 20
+
+
+async def test_processes_merge_counts_and_latencies_exactly() -> None:
+    """Two client processes share the load; their counts and latencies add up."""
+    result = await load_mixed("/mixed", requests=40, concurrency=4, processes=2)
+    assert result.passed, result.problems
+    assert result.processes == 2
+    assert result.requests == 40
+    assert (result.success_2xx, result.status_503, result.status_504) == (32, 4, 4)
+    assert result.latency.count == 40
+    assert sum(result.timeline.counts["2xx"]) == 32
+
+
+async def test_open_loop_over_processes_sends_each_slot_once() -> None:
+    """An open loop split over two processes sends every slot of the schedule once."""
+    result = await load_mixed("/", requests=21, rate=500, concurrency=4, processes=2)
+    assert result.passed, result.problems
+    assert result.requests == result.success_2xx == result.latency.count == 21
+
+
+async def test_connection_close_answers_open_a_new_connection() -> None:
+    """``Connection: close`` answers are read whole; the next request reconnects."""
+    result = await load_mixed("/close", requests=5, concurrency=1)
+    assert result.passed, result.problems
+    assert result.success_2xx == 5
+
+
+ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def answer_once_then_close(stream: trio.SocketStream) -> None:
+    """Answer one request as if keeping the connection alive, then close it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some()
+        if not chunk:
+            return
+        data += chunk
+    await stream.send_all(ANSWER)
+    await stream.aclose()
+
+
+async def test_kept_alive_connection_the_server_closed_is_retried() -> None:
+    """A GET on a kept-alive connection the server had closed is sent again."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            (listener,) = await nursery.start(
+                partial(trio.serve_tcp, answer_once_then_close, 0, host="127.0.0.1")
+            )
+            port = listener.socket.getsockname()[1]
+            result = await loadtest.http_load(
+                f"http://127.0.0.1:{port}/", requests=3, concurrency=1
+            )
+            nursery.cancel_scope.cancel()
+    assert result.passed, result.problems
+    assert result.success_2xx == 3

@@ -12,18 +12,24 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from .. import loadtest
+from ..loadtest._html import ScenarioRun, have_plotly, render_html
 from ..loadtest._http import have_client
 from ..loadtest._runner import unknown_scenario
+from ..loadtest._timeline import ManagerWatch
 from . import _render
 from ._usage import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, UsageError
 
 # The interpreter's own pip, which works as typed whatever `pip` is on PATH.
 _INSTALL_HINT = f"{sys.executable} -m pip install 'trio-sessions[cli]'"
+_REPORT_HINT = f"{sys.executable} -m pip install 'trio-sessions[report]'"
+# The churn scenario's rate when --rate is not given (with --url it is unset).
+_CHURN_RATE = 1000.0
 
 _EXAMPLES = """\
 examples:
@@ -35,9 +41,13 @@ examples:
                                               also 30 s of churn at 2,000 sessions/s
   trio-sessions loadtest --handler myapp.handlers:handle_ping
                                               your async function as the work
+  trio-sessions loadtest --html report.html   also write an HTML page with charts
   trio-sessions loadtest --url http://127.0.0.1:8000/healthz --concurrency 100
                                               drive a running HTTP server, such
                                               as 'trio-sessions serve --port 8000'
+  trio-sessions loadtest --url http://127.0.0.1:8000/ --rate 500 --duration 10
+                                              500 requests/s on a fixed schedule,
+                                              latency from each one's due time
 
 exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage error.
 """
@@ -89,7 +99,8 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
         "standard scenarios run on simulated work (a 10 ms sleep) in a few "
         "seconds; --sessions and --duration add scale scenarios, --handler "
         "swaps in your own async function, and --url load-tests a running "
-        "HTTP server instead."
+        "HTTP server instead; --html also writes the report as a page of "
+        "charts."
     )
     lt.epilog = _EXAMPLES
     lt.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -110,8 +121,9 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
         type=_url,
         help=(
             "instead of the scenarios, send GET requests to a running HTTP "
-            "server with httpx and report latency percentiles, throughput and "
-            "counts of 2xx / 503 / 504 / errors "
+            "server over --concurrency kept-alive HTTP/1.1 connections (h11 on "
+            "Trio) and report latency percentiles (p50 to p99.9), throughput "
+            "and counts of 2xx / 503 / 504 / errors "
             "(example: --url http://127.0.0.1:8000/healthz)"
         ),
     )
@@ -148,11 +160,13 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
     scenarios.add_argument(
         "--rate",
         type=_positive_float,
-        default=1000.0,
         metavar="PER_SECOND",
         help=(
-            "target sessions per second of the churn scenario "
-            "(default: 1000; example: --duration 60 --rate 5000)"
+            "sessions per second of the churn scenario (default: 1000); with "
+            "--url, an open loop of this many requests per second instead of "
+            "a closed one: request i is due i/RATE s after the start, waits "
+            "for a free connection if none is, and its latency counts from "
+            "when it was due (example: --duration 60 --rate 5000)"
         ),
     )
     scenarios.add_argument(
@@ -181,7 +195,11 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=50,
         metavar="N",
-        help="requests in flight at once (default: 50; example: --concurrency 200)",
+        help=(
+            "connections, each with one request in flight at a time; without "
+            "--rate each sends its next request once answered "
+            "(default: 50; example: --concurrency 200)"
+        ),
     )
     http.add_argument(
         "--requests",
@@ -189,6 +207,17 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
         default=1000,
         metavar="N",
         help="requests to send in all (default: 1000; example: --requests 10000)",
+    )
+    http.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help=(
+            "client processes sharing the connections and the schedule, for "
+            "a load one core cannot send; their latencies are merged exactly "
+            "(default: 1; example: --processes 2)"
+        ),
     )
     http.add_argument(
         "--timeout",
@@ -207,6 +236,16 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
             "write the report as JSON to PATH, and still print the table; "
             "with - (or no PATH) print the JSON on stdout instead of the table "
             "(example: --json report.json)"
+        ),
+    )
+    output.add_argument(
+        "--html",
+        metavar="PATH",
+        help=(
+            "also write the report as one self-contained HTML page: the table, "
+            "and charts of latency percentiles, throughput and active sessions "
+            "over time, and outcomes; needs trio-sessions[report] "
+            "(example: --html report.html)"
         ),
     )
     output.add_argument(
@@ -273,7 +312,8 @@ async def _run(
     handler: loadtest.Work | None,
     progress: Callable[[str, int, int], None] | None,
     notice: Callable[[str], None],
-) -> loadtest.LoadTestReport:
+) -> tuple[loadtest.LoadTestReport, ScenarioRun | None]:
+    """Run the load; with --html, also what the charts of a scenario run need."""
     if args.url is not None:
         start = trio.current_time()
         http_progress = None
@@ -288,37 +328,58 @@ async def _run(
             requests=args.requests,
             concurrency=args.concurrency,
             duration=args.duration,
+            rate=args.rate,
+            processes=args.processes,
             timeout=args.timeout,
             progress=http_progress,
         )
-        return loadtest.LoadTestReport(
+        report = loadtest.LoadTestReport(
             results=(result,), elapsed=trio.current_time() - start
         )
-    return await loadtest.run_loadtest(
+        return report, None
+    scenarios = partial(
+        loadtest.run_loadtest,
         handler,
         only=args.only,
         sessions=args.sessions,
         duration=args.duration,
-        rate=args.rate,
+        rate=_CHURN_RATE if args.rate is None else args.rate,
         capacity=args.capacity,
         iterations=args.iterations,
         progress=progress,
         notice=notice,
     )
+    if args.html is None:
+        return await scenarios(), None
+    watch = ManagerWatch()
+    report = await watch.run(scenarios)
+    statistics = [manager.statistics() for manager in watch.managers]
+    return report, ScenarioRun(watch.series(), statistics)
 
 
-def _json_destination(path: str | None) -> str | None:
-    """Check, before a run of minutes, that the report can be written there."""
+def _destination(option: str, path: str | None) -> str | None:
+    """Check, before a run of minutes, that a report can be written there."""
     if path is None or path == "-":
         return path
     if os.path.isdir(path):
-        raise UsageError(f"--json: {path!r} is a directory; give a file name")
+        raise UsageError(f"{option}: {path!r} is a directory; give a file name")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise UsageError(f"--json: directory {directory!r} does not exist")
+        raise UsageError(f"{option}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
-        raise UsageError(f"--json: cannot write to directory {directory!r}")
+        raise UsageError(f"{option}: cannot write to directory {directory!r}")
     return path
+
+
+def _write(path: str, text: str, what: str) -> bool:
+    """Write ``text`` to ``path``; say why not on stderr and return False."""
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        print(f"{PROG}: cannot write the {what}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -331,9 +392,17 @@ def run(args: argparse.Namespace) -> int:
             )
         if not have_client():
             raise UsageError(
-                f"{PROG}: --url needs httpx; install it with: {_INSTALL_HINT}"
+                f"{PROG}: --url needs h11; install it with: {_INSTALL_HINT}"
             )
-    json_path = _json_destination(args.json)
+    json_path = _destination("--json", args.json)
+    if args.html is not None:
+        if args.html == "-":
+            raise UsageError(f"{PROG} loadtest: error: --html needs a file name")
+        _destination("--html", args.html)
+        if not have_plotly():
+            raise UsageError(
+                f"{PROG}: --html needs plotly; install it with: {_REPORT_HINT}"
+            )
     if json_path == "-" and args.quiet:
         raise UsageError(
             f"{PROG} loadtest: error: --json - prints the report on stdout and "
@@ -349,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
     table = not (json_path == "-" or args.quiet)
     rich = table and _render.have_rich()
     if not rich:
-        report = trio.run(_run, args, handler, None, _render.notice)
+        report, run_figures = trio.run(_run, args, handler, None, _render.notice)
     else:
         err = _render.console(sys.stderr)
         progress = _render.progress_bars(err)
@@ -358,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
             _render.rich_notice(err, message)
 
         with progress:
-            report = trio.run(
+            report, run_figures = trio.run(
                 _run, args, handler, _render.ProgressBars(progress), notice
             )
     if json_path is not None:
@@ -367,13 +436,12 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps(data, indent=2) + "\n"
         if json_path == "-":
             sys.stdout.write(text)
-        else:
-            try:
-                with open(json_path, "w", encoding="utf-8") as file:
-                    file.write(text)
-            except OSError as exc:
-                print(f"{PROG}: cannot write the JSON report: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+        elif not _write(json_path, text, "JSON report"):
+            return EXIT_USAGE
+    if args.html is not None:
+        page = render_html(report, work.removeprefix("work: "), run_figures)
+        if not _write(args.html, page, "HTML report"):
+            return EXIT_USAGE
     if args.quiet:
         for problem in report.problems:
             print(f"FAIL {problem}", file=sys.stderr)

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from ..loadtest import LoadTestReport
+from ..loadtest._html import summary
 from ._usage import PROG
 
 if TYPE_CHECKING:
@@ -94,15 +95,6 @@ def rich_notice(err: Console, message: str) -> None:
     )
 
 
-def _summary(report: LoadTestReport) -> tuple[bool, str]:
-    passed = sum(result.passed for result in report.results)
-    total = len(report.results)
-    noun = "scenario" if total == 1 else "scenarios"
-    if report.passed:
-        return True, f"{'All ' if total > 1 else ''}{total} {noun} passed"
-    return False, f"{total - passed} of {total} {noun} FAILED"
-
-
 def _render_table(report: LoadTestReport, work: str, console: Console) -> None:
     from rich import box
     from rich.table import Table
@@ -129,9 +121,9 @@ def _render_table(report: LoadTestReport, work: str, console: Console) -> None:
             figures.append("\n" + problem, style="red")
         table.add_row(str(number), result.title, verdict, figures)
     console.print(table)
-    passed, summary = _summary(report)
+    passed, verdict_line = summary(report)
     style = "bold green" if passed else "bold red"
-    console.print(f"[{style}]{summary}[/] in {report.elapsed:.2f} s.")
+    console.print(f"[{style}]{verdict_line}[/] in {report.elapsed:.2f} s.")
 
 
 def plain_table(report: LoadTestReport, work: str) -> str:
@@ -157,9 +149,9 @@ def plain_table(report: LoadTestReport, work: str) -> str:
         body.extend(indent + problem for problem in result.problems)
     head = line(header[:3], header[3])
     rule = " " + "-" * (max(map(len, [head, *body])) - 1)
-    _, summary = _summary(report)
+    _, verdict_line = summary(report)
     lines = [f"trio-sessions load test ({work})", "", head, rule, *body]
-    lines += ["", f"{summary} in {report.elapsed:.2f} s."]
+    lines += ["", f"{verdict_line} in {report.elapsed:.2f} s."]
     return "".join(text + "\n" for text in lines)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # typing.get_type_hints() reads a class's annotations in the module its
 # __module__ names, which is this one once fixed below: what they use is here.
+from collections.abc import Mapping, Sequence  # noqa: F401
 from typing import ClassVar  # noqa: F401
 
 from .. import (
@@ -25,6 +26,7 @@ from ._capacity import HeldSessionsResult as HeldSessionsResult
 from ._capacity import capacity_limit as capacity_limit
 from ._capacity import concurrent_sessions as concurrent_sessions
 from ._capacity import held_sessions as held_sessions
+from ._histogram import Percentiles as Percentiles
 from ._http import HttpLoadResult as HttpLoadResult
 from ._http import http_load as http_load
 from ._report import LoadTestReport as LoadTestReport
@@ -40,6 +42,7 @@ from ._shutdown import GracefulShutdownResult as GracefulShutdownResult
 from ._shutdown import NoHangResult as NoHangResult
 from ._shutdown import graceful_shutdown as graceful_shutdown
 from ._shutdown import no_hang as no_hang
+from ._timeline import TimeSeries as TimeSeries
 from ._work import simulated_work as simulated_work
 
 # Sphinx reads the documentation of data where it is documented: here.
@@ -87,10 +90,12 @@ __all__ = [
     "MetadataTrackingResult",
     "MetricsAccuracyResult",
     "NoHangResult",
+    "Percentiles",
     "PerformanceBaselineResult",
     "ProgressCallback",
     "ScaleResult",
     "ScenarioResult",
+    "TimeSeries",
     "Work",
     "capacity_limit",
     "concurrent_sessions",

@@ -1,20 +1,29 @@
-"""The HTTP load: a running server driven by a real client, :mod:`httpx`.
+"""The HTTP load: a running server driven by a real client, closed or open loop.
 
-This is the only module of the load test that imports an HTTP client, and only
-when :func:`http_load` runs: the scenarios need no extra.
+:func:`http_load` sends ``GET`` requests over a fixed pool of kept-alive
+connections (:mod:`._client`, h11 on Trio streams), in this process or in
+several (:mod:`._worker`), and merges what they measured exactly.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, final
+import importlib
+from collections.abc import Callable
+from typing import Any, ClassVar, final
 
 import attrs
 import trio
 
-from .. import LatencySummary
-from .._latency import LatencyRecorder
+from ._histogram import LatencyHistogram, Percentiles
 from ._report import Checks, ScenarioResult, ms
+from ._timeline import Timeline, TimeSeries, run_sampled
 from ._work import ProgressCallback
+
+__all__ = ["HttpLoadResult", "Plan", "Tally", "drive", "have_client", "http_load"]
+
+# The timeline of a load: responses by kind per interval, requests in flight.
+OUTCOMES = ("2xx", "503", "504", "other", "errors")
+_TICK = 0.1
 
 
 @final
@@ -24,7 +33,11 @@ class HttpLoadResult(ScenarioResult):
 
     Attributes:
       url: The URL requested (``GET``).
-      concurrency: Requests in flight at once.
+      concurrency: Connections, each with one request in flight at a time.
+      rate: Requests per second of an open-loop load, each latency measured
+        from the request's intended send time; ``None`` for a closed loop,
+        where each connection sends its next request once answered.
+      processes: Client processes that shared the load.
       requests: Requests sent.
       success_2xx: Responses with a 2xx status.
       status_503: ``503 Service Unavailable`` responses (load shed).
@@ -32,16 +45,20 @@ class HttpLoadResult(ScenarioResult):
       other_status: Responses with any other status.
       errors: Requests that got no response (connection or protocol error,
         client timeout).
-      first_error: The first error, if any: its type, which request (its
-        number and URL), after how long, and why.
+      first_error: The first error, if any: what went wrong, on which request
+        (its number and URL), after how long, and why.
       throughput: Responses per second.
       latency: Latency of the requests that got a response.
+      timeline: Responses per interval by kind (``2xx``, ``503``, ``504``,
+        ``other``, ``errors``) and requests in flight (``in_flight``).
     """
 
     name: ClassVar[str] = "http"
 
     url: str
     concurrency: int
+    rate: float | None
+    processes: int
     requests: int
     success_2xx: int
     status_503: int
@@ -50,11 +67,16 @@ class HttpLoadResult(ScenarioResult):
     errors: int
     first_error: str | None
     throughput: float
-    latency: LatencySummary
+    latency: Percentiles
+    timeline: TimeSeries
 
     @property
     def title(self) -> str:
-        return f"HTTP GET {self.url} x{self.concurrency}"
+        if self.rate is None:
+            return f"HTTP GET {self.url} x{self.concurrency}"
+        return (
+            f"HTTP GET {self.url} at {self.rate:,.0f}/s, {self.concurrency} connections"
+        )
 
     def describe(self) -> str:
         lat = self.latency
@@ -63,17 +85,216 @@ class HttpLoadResult(ScenarioResult):
             f"2xx {self.success_2xx:,}, 503 {self.status_503:,}, "
             f"504 {self.status_504:,}, other {self.other_status:,}, "
             f"errors {self.errors:,}; p50 {ms(lat.p50)}, p90 {ms(lat.p90)}, "
-            f"p99 {ms(lat.p99)}, max {ms(lat.max)}"
+            f"p99 {ms(lat.p99)}, p99.9 {ms(lat.p999)}, max {ms(lat.max)}"
         )
 
 
-def have_client() -> bool:
-    """True when :mod:`httpx`, which :func:`http_load` needs, can be imported."""
+def importable(module: str) -> bool:
+    """True when ``module`` (an optional dependency) can be imported."""
     try:
-        import httpx  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def have_client() -> bool:
+    """True when :mod:`h11`, which :func:`http_load` needs, can be imported."""
+    return importable("h11")
+
+
+@final
+@attrs.frozen
+class Plan:
+    """What one client process sends: its share of the load.
+
+    In an open loop, process ``index`` of ``processes`` sends slots
+    ``index``, ``index + processes``... of the ``requests`` slots, slot ``i``
+    at ``i / rate`` seconds from the start.
+    """
+
+    url: str
+    concurrency: int
+    requests: int
+    duration: float | None
+    rate: float | None
+    timeout: float
+    index: int = 0
+    processes: int = 1
+
+    def shares(self) -> list[Plan]:
+        """This plan split over its ``processes``, one plan per process."""
+        count = self.processes
+
+        def share(total: int, index: int) -> int:
+            return total // count + (index < total % count)
+
+        return [
+            attrs.evolve(
+                self,
+                concurrency=share(self.concurrency, index),
+                requests=self.requests if self.rate else share(self.requests, index),
+                index=index,
+            )
+            for index in range(count)
+        ]
+
+
+@final
+class Tally:
+    """What one process measured; merges with the others' exactly."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.sent = 0
+        self.in_flight = 0
+        self.latency = LatencyHistogram()
+        self.first_error: tuple[float, str] | None = None
+        self.elapsed = 0.0
+        self.timeline = Timeline(_TICK, OUTCOMES, ["in_flight"])
+        self.series: TimeSeries | None = None
+
+    def read(self) -> tuple[list[int], list[int]]:
+        """Running totals and levels, for the sampler."""
+        return list(self.counts.values()), [self.in_flight]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-encodable, for a worker process to hand over its tally."""
+        return {
+            "counts": self.counts,
+            "sent": self.sent,
+            "latency": self.latency.as_dict(),
+            "first_error": self.first_error,
+            "elapsed": self.elapsed,
+            "timeline": attrs.asdict(self.timeline.series()),
+        }
+
+    @classmethod
+    def merge(cls, data: list[dict[str, Any]]) -> Tally:
+        """One tally of the processes' :meth:`as_dict`."""
+        tally = cls()
+        for one in data:
+            for outcome in OUTCOMES:
+                tally.counts[outcome] += one["counts"][outcome]
+            tally.sent += one["sent"]
+            tally.latency.merge(LatencyHistogram.from_dict(one["latency"]))
+            tally.elapsed = max(tally.elapsed, one["elapsed"])
+            error = one["first_error"]
+            if error is not None and (
+                tally.first_error is None or error[0] < tally.first_error[0]
+            ):
+                tally.first_error = (error[0], error[1])
+        tally.series = TimeSeries.merge(
+            [TimeSeries.from_dict(one["timeline"]) for one in data]
+        )
+        return tally
+
+
+# How each kind of failure is named in the report's first error.
+_KINDS = {
+    "connect": "connect error",
+    "timeout": "timeout",
+    "closed": "connection closed",
+    "protocol": "protocol error",
+}
+
+
+async def drive(
+    plan: Plan,
+    start: float,
+    progress: Callable[[Tally], None] | None = None,
+) -> Tally:
+    """Send this process's share of ``plan``, from ``start`` on the Trio clock.
+
+    ``progress(tally)`` is called at every sample of the timeline, and once
+    at the end.
+    """
+    from ._client import Connection, RequestFailed, Target
+
+    target = Target.parse(plan.url)
+    tally = Tally()
+    counts = tally.counts
+    record = tally.latency.record
+    end = None if plan.duration is None else start + plan.duration
+    rate = plan.rate
+    step = plan.processes
+    next_slot = plan.index
+    url = plan.url
+    timeout = plan.timeout
+
+    async def connection() -> None:
+        nonlocal next_slot
+        client = Connection(target)
+        try:
+            while True:
+                if rate is not None:
+                    if next_slot >= plan.requests:
+                        return
+                    number = next_slot
+                    next_slot += step
+                    # Latency runs from the intended send time, so a request
+                    # that waits for a free connection counts its wait.
+                    began = start + number / rate
+                    if began > trio.current_time():
+                        await trio.sleep_until(began)
+                else:
+                    began = trio.current_time()
+                    if end is None and tally.sent >= plan.requests:
+                        return
+                    if end is not None and began >= end:
+                        return
+                    number = tally.sent * step + plan.index
+                tally.sent += 1
+                tally.in_flight += 1
+                try:
+                    with trio.fail_after(timeout):
+                        status = await client.get()
+                except (RequestFailed, trio.TooSlowError) as exc:
+                    counts["errors"] += 1
+                    if tally.first_error is None:
+                        tally.first_error = _first_error(
+                            exc, f"request {number + 1} (GET {url})", began, timeout
+                        )
+                else:
+                    record(trio.current_time() - began)
+                    if 200 <= status < 300:
+                        counts["2xx"] += 1
+                    elif status == 503 or status == 504:
+                        counts[str(status)] += 1
+                    else:
+                        counts["other"] += 1
+                finally:
+                    tally.in_flight -= 1
+        finally:
+            await client.aclose()
+
+    def read() -> tuple[list[int], list[int]]:
+        if progress is not None:
+            progress(tally)
+        return tally.read()
+
+    async def run() -> None:
+        await trio.sleep_until(start)
+        async with trio.open_nursery() as nursery:
+            for _ in range(plan.concurrency):
+                nursery.start_soon(connection)
+
+    await run_sampled(tally.timeline, read, run, start)
+    tally.elapsed = trio.current_time() - start
+    tally.series = tally.timeline.series()
+    return tally
+
+
+def _first_error(
+    exc: Exception, request: str, began: float, timeout: float
+) -> tuple[float, str]:
+    """When (Trio clock) and what: the sentence of the report's first error."""
+    now = trio.current_time()
+    if isinstance(exc, trio.TooSlowError):
+        kind, detail = "timeout", f"no answer within the {timeout:g} s client timeout"
+    else:
+        kind, detail = _KINDS.get(getattr(exc, "kind", ""), "error"), str(exc)
+    return now, f"{kind} on {request} after {now - began:.2f} s: {detail}"
 
 
 async def http_load(
@@ -82,111 +303,106 @@ async def http_load(
     requests: int = 1000,
     concurrency: int = 50,
     duration: float | None = None,
+    rate: float | None = None,
+    processes: int = 1,
     timeout: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> HttpLoadResult:
-    """Drive a running HTTP server with ``concurrency`` concurrent ``GET url`` requests.
+    """Drive a running HTTP server with ``GET url`` over ``concurrency`` connections.
 
-    Uses :mod:`httpx` (the ``cli`` extra) under Trio. Passes when every request
+    Uses h11 (the ``cli`` extra) on Trio streams. By default each connection
+    sends its next request as soon as the last one is answered (a closed
+    loop, like ``wrk``); with ``rate``, requests are sent on a fixed schedule
+    (an open loop, like ``wrk2``): request ``i`` is due ``i / rate`` seconds
+    after the start, goes out on the first free connection, and its latency
+    runs from when it was due, so a server that falls behind shows it in the
+    percentiles instead of slowing the load down. Passes when every request
     got a response whose status is 2xx, 503 (load shed) or 504 (deadline)::
 
         result = await loadtest.http_load("http://127.0.0.1:8000/", requests=5000)
         print(result.latency.p99, result.status_503)
+        result = await loadtest.http_load(url, rate=2000, duration=10)
+        print(result.latency.p999)
 
     Args:
       url: The URL to request.
       requests: Requests to send in all (ignored when ``duration`` is given).
-      concurrency: Requests in flight at once.
-      duration: Send requests for this many seconds instead of a fixed number.
-      timeout: Client timeout of one request, in seconds.
-      progress: Called as ``progress(done, total)`` after each response, in
-        requests, or in milliseconds when ``duration`` is given.
+      concurrency: Connections, each with at most one request in flight.
+      duration: Send requests for this many seconds instead of a fixed
+        number (with ``rate``: ``rate * duration`` requests).
+      rate: Requests per second of an open loop; ``None`` for a closed loop.
+      processes: Client processes sharing the connections and the schedule
+        (each ``python -m trio_sessions.loadtest._worker``), for a load one
+        core cannot send; their latencies and counts are merged exactly.
+      timeout: Client timeout of one request, in seconds, from when it is sent.
+      progress: Called as ``progress(done, total)`` every 0.1 s and at the
+        end, in requests, or in milliseconds for a closed loop with
+        ``duration``.
 
     Raises:
-      ModuleNotFoundError: httpx is not installed.
+      ModuleNotFoundError: h11 is not installed.
+      ValueError: ``url`` is not an http:// or https:// URL.
+      RuntimeError: a client process failed.
     """
-    import httpx
+    import h11  # noqa: F401 - fail here, before any process starts
 
+    from ._client import Target
+
+    Target.parse(url)
     concurrency = max(concurrency, 1)
-    latency = LatencyRecorder()
-    counts = {"2xx": 0, "503": 0, "504": 0, "other": 0, "errors": 0}
-    sent = 0
-    first_error: str | None = None
-    start = trio.current_time()
-    end = None if duration is None else start + duration
+    if rate is not None and duration is not None:
+        requests = max(round(rate * duration), 1)
+        duration = None
+    processes = max(1, min(processes, concurrency))
+    plan = Plan(url, concurrency, requests, duration, rate, timeout, 0, processes)
     total = requests if duration is None else max(round(duration * 1000), 1)
-    done = 0
+    began = trio.current_time()
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal sent, first_error, done
-        while True:
-            began = trio.current_time()
-            if (end is None and sent >= requests) or (end is not None and began >= end):
-                return
-            sent += 1
-            number = sent
-            try:
-                response = await client.get(url)
-            except (httpx.HTTPError, OSError) as exc:
-                counts["errors"] += 1
-                if first_error is None:
-                    waited = trio.current_time() - began
-                    if isinstance(exc, httpx.TimeoutException):
-                        detail = f"no answer within the {timeout:g} s client timeout"
-                    else:
-                        detail = str(exc) or "no detail given"
-                    first_error = (
-                        f"{type(exc).__name__} on request {number} (GET {url}) "
-                        f"after {waited:.2f} s: {detail}"
-                    )
-            else:
-                latency.record(trio.current_time() - began)
-                status = response.status_code
-                if 200 <= status < 300:
-                    counts["2xx"] += 1
-                elif status in (503, 504):
-                    counts[str(status)] += 1
-                else:
-                    counts["other"] += 1
-            if progress is not None:
-                done = (
-                    sent if end is None else round((trio.current_time() - start) * 1000)
-                )
-                progress(min(done, total), total)
+    def sent_so_far(sent: int) -> None:
+        if progress is not None:
+            done = sent if duration is None else (trio.current_time() - began) * 1000
+            progress(min(round(done), total), total)
 
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency
-    )
-    async with (
-        httpx.AsyncClient(timeout=timeout, limits=limits) as client,
-        trio.open_nursery() as nursery,
-    ):
-        for _ in range(concurrency):
-            nursery.start_soon(worker, client)
-    elapsed = trio.current_time() - start
-    responses = sent - counts["errors"]
+    if processes == 1:
+        tally = await drive(plan, began, lambda tally: sent_so_far(tally.sent))
+    else:
+        from ._worker import run_workers
+
+        tally = await run_workers(plan, sent_so_far)
+    return _result(plan, tally)
+
+
+def _result(plan: Plan, tally: Tally) -> HttpLoadResult:
+    counts = tally.counts
+    errors = counts["errors"]
+    first_error = None if tally.first_error is None else tally.first_error[1]
     checks = Checks()
     checks.expect(
-        counts["errors"] == 0,
-        f"{counts['errors']} request{'' if counts['errors'] == 1 else 's'} failed"
+        errors == 0,
+        f"{errors} request{'' if errors == 1 else 's'} failed"
         + ("" if first_error is None else f" (first: {first_error})"),
     )
     checks.expect(
         counts["other"] == 0, f"{counts['other']} responses neither 2xx, 503 nor 504"
     )
-    checks.expect(sent > 0, "no request was sent")
+    checks.expect(tally.sent > 0, "no request was sent")
+    elapsed = tally.elapsed
+    assert tally.series is not None
     return HttpLoadResult(
         **checks.verdict(),
         elapsed=elapsed,
-        url=url,
-        concurrency=concurrency,
-        requests=sent,
+        url=plan.url,
+        concurrency=plan.concurrency,
+        rate=plan.rate,
+        processes=plan.processes,
+        requests=tally.sent,
         success_2xx=counts["2xx"],
         status_503=counts["503"],
         status_504=counts["504"],
         other_status=counts["other"],
-        errors=counts["errors"],
+        errors=errors,
         first_error=first_error,
-        throughput=responses / elapsed if elapsed > 0 else 0.0,
-        latency=latency.summary(),
+        throughput=(tally.sent - errors) / elapsed if elapsed > 0 else 0.0,
+        latency=tally.latency.percentiles(),
+        timeline=tally.series,
     )

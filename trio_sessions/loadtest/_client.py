@@ -1,0 +1,221 @@
+"""The HTTP/1.1 client of the load: h11 on Trio streams, one kept-alive connection each.
+
+A :class:`Connection` sends one ``GET`` at a time and reads the whole answer;
+a :class:`Target` is the parsed URL. Errors come out as :class:`RequestFailed`
+with a sentence that says what went wrong; nothing here keeps figures.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+from typing import final
+from urllib.parse import urlsplit
+
+import attrs
+import h11
+import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Connection", "RequestFailed", "Target"]
+
+# One read takes what the kernel has, up to this: a small answer in one call.
+_CHUNK = 65_536
+_USER_AGENT = "trio-sessions-loadtest"
+
+
+@final
+@attrs.frozen
+class Target:
+    """Where the requests go: scheme, host, port and the request target."""
+
+    url: str
+    https: bool
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        """Parse an ``http://`` or ``https://`` URL.
+
+        Raises:
+          ValueError: another scheme, or no host.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(url=url, https=https, host=parts.hostname, port=port, path=path)
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header: the host, and the port unless it is the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.https else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@final
+class RequestFailed(Exception):
+    """A request got no complete response; ``kind`` and the message say why.
+
+    ``kind`` is one of ``"connect"``, ``"timeout"``, ``"closed"`` (the server
+    closed the connection before the whole answer) and ``"protocol"`` (the
+    answer was not HTTP/1.1).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Stale(Exception):
+    """A kept-alive connection was closed by the server before it read the request."""
+
+
+@final
+class Connection:
+    """One HTTP/1.1 connection to ``target``, opened on first use and kept alive.
+
+    ::
+
+        connection = Connection(Target.parse("http://127.0.0.1:8000/"))
+        status = await connection.get()
+        await connection.aclose()
+
+    After a failure, or an answer that closes the connection, the next
+    :meth:`get` opens a new one.
+    """
+
+    __slots__ = ("_h11", "_request", "_ssl", "_stream", "_target")
+
+    def __init__(
+        self, target: Target, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._target = target
+        self._ssl = ssl_context
+        self._stream: trio.abc.Stream | None = None
+        self._h11 = h11.Connection(h11.CLIENT)
+        # One event for every request: h11 only reads it.
+        self._request = h11.Request(
+            method="GET",
+            target=target.path,
+            headers=[("Host", target.host_header), ("User-Agent", _USER_AGENT)],
+        )
+
+    async def get(self) -> int:
+        """Send ``GET`` and read the whole answer; return its status code.
+
+        A request on a kept-alive connection that the server had closed
+        while it was idle is sent again once, on a new connection, as
+        browsers and urllib3 do for a ``GET``.
+
+        Raises:
+          RequestFailed: no complete answer (see its ``kind``).
+        """
+        reused = self._stream is not None
+        try:
+            return await self._exchange(reused)
+        except _Stale:
+            await self.aclose()
+            try:
+                return await self._exchange(False)
+            except _Stale:  # pragma: no cover - a new connection is not stale
+                raise RequestFailed(
+                    "closed", "the server closed the connection"
+                ) from None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _exchange(self, reused: bool) -> int:
+        if self._stream is None:
+            self._stream = await self._connect()
+        stream = self._stream
+        conn = self._h11
+        try:
+            await stream.send_all(
+                conn.send(self._request) + conn.send(h11.EndOfMessage())
+            )
+        except trio.BrokenResourceError as exc:
+            if reused:
+                raise _Stale from None
+            raise _failure("closed", "sending the request", exc) from None
+        status = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RequestFailed(
+                    "protocol", f"not an HTTP/1.1 answer: {exc}"
+                ) from None
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive_some(_CHUNK)
+                except trio.BrokenResourceError as exc:
+                    if reused and not status:
+                        raise _Stale from None
+                    raise _failure("closed", "reading the answer", exc) from None
+                if not data and reused and not status:
+                    raise _Stale
+                conn.receive_data(bytes(data))
+                continue
+            kind = type(event)
+            if kind is h11.Response:
+                status = event.status_code  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                break
+            elif kind is h11.ConnectionClosed:
+                raise RequestFailed(
+                    "closed", "the server closed the connection before the whole answer"
+                )
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:  # the answer said "Connection: close"
+            await self.aclose()
+        return status
+
+    async def _connect(self) -> trio.abc.Stream:
+        target = self._target
+        try:
+            if target.https:
+                context = self._ssl or ssl.create_default_context()
+                return await trio.open_ssl_over_tcp_stream(
+                    target.host, target.port, ssl_context=context, https_compatible=True
+                )
+            return await trio.open_tcp_stream(target.host, target.port)
+        except OSError as exc:
+            raise RequestFailed(
+                "connect",
+                f"cannot connect to {target.host}:{target.port}: {_reason(exc)}",
+            ) from None
+
+    async def aclose(self) -> None:
+        """Close the connection, if open; the next :meth:`get` opens a new one."""
+        stream, self._stream = self._stream, None
+        self._h11 = h11.Connection(h11.CLIENT)
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+
+def _failure(kind: str, doing: str, exc: BaseException) -> RequestFailed:
+    return RequestFailed(kind, f"{doing}: {_reason(exc.__cause__ or exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS's reason behind ``exc``, found through Trio's wrappers and groups."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        elif isinstance(exc, OSError) and exc.errno:
+            return os.strerror(exc.errno)
+        elif exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            return str(exc) or type(exc).__name__
