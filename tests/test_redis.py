@@ -487,6 +487,40 @@ async def test_a_caller_cancelled_in_a_batch_in_flight_leaves_no_lease(
                 session.cancel()
 
 
+async def test_a_caller_cancelled_while_queued_leaves_the_batch(
+    server: RedisServer, key: str
+) -> None:
+    """Cancelled before its batch is sent, a caller is not asked for at all."""
+    guard, client = gated_limit(server, key, 10)
+    admitted: list[str] = []
+    scopes: dict[str, trio.CancelScope] = {}
+
+    async def caller(name: str) -> None:
+        with trio.CancelScope() as scopes[name]:
+            await manager.start_session(trio.sleep_forever, name=name)
+            admitted.append(name)
+
+    with trio.fail_after(10):
+        async with (
+            inspector(server) as redis,
+            ts.open_session_manager(guard=guard) as manager,
+            trio.open_nursery() as nursery,
+        ):
+            behind = ("cancelled", "second")
+            await hold_and_queue(client, redis, nursery, caller, "first", behind)
+            scopes["cancelled"].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            await client.let_through(1)
+            await client.let_through(2)
+            await eventually(lambda: len(admitted) == 2)
+            assert sorted(admitted) == ["first", "second"]
+            assert len(members_asked(client.calls[1])) == 1
+            assert await redis.zcard(key) == 2
+            assert guard.statistics().held == 2
+            for session in list(manager.sessions.values()):
+                session.cancel()
+
+
 async def test_a_cancelled_leader_hands_the_batch_over(
     server: RedisServer, key: str
 ) -> None:

@@ -174,8 +174,8 @@ class RedisSessionLimit(AdmissionGuard):
         # Unique to this guard in the fleet, readable in redis-cli.
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:"
         self._manager: SessionManager | None = None
-        self._held: dict[str, _Lease] = {}
-        self._unleased: set[str] = set()
+        self._held: dict[Session, _Lease] = {}
+        self._unleased: set[Session] = set()
         self._waiters = 0
         self._acquired = 0
         self._refused_capacity = 0
@@ -277,12 +277,12 @@ class RedisSessionLimit(AdmissionGuard):
         guard._failover = watch
         return guard
 
-    def _check_failover(self, member: str, granted: bool, sent: float) -> None:
+    def _check_failover(self, member: str, expires: float | None) -> None:
         """During a quarantine, give back the lease just granted; raise Unavailable."""
         why = self._failover.quarantined() if self._failover is not None else None
         if why is not None:
-            if granted:
-                self._store.release(member, sent + self._ttl)
+            if expires is not None:
+                self._store.release(member, expires)
             raise Unavailable(why)
 
     def __repr__(self) -> str:
@@ -434,24 +434,23 @@ class RedisSessionLimit(AdmissionGuard):
         waiting = False
         try:
             while True:
-                sent = trio.current_time()
                 try:
                     # Undone by the store if it raises (the script may have run).
-                    granted = await self._store.acquire(member)
-                    self._check_failover(member, granted, sent)
+                    expires = await self._store.acquire(member)
+                    self._check_failover(member, expires)
                 except Unavailable as exc:
                     if self._fail_open:
                         self._admitted_unleased += 1
-                        self._unleased.add(session.id)
+                        self._unleased.add(session)
                         return
                     self._refused_unavailable += 1
                     raise BackendUnavailableError(
                         f"fleet session limit unavailable ({exc}); refusing "
                         "rather than risk exceeding it"
                     ) from None
-                if granted:
+                if expires is not None:
                     self._acquired += 1
-                    self._held[session.id] = _Lease(session, member, sent + self._ttl)
+                    self._held[session] = _Lease(session, member, expires)
                     return
                 now = trio.current_time()
                 if not waiting:
@@ -483,9 +482,9 @@ class RedisSessionLimit(AdmissionGuard):
         blocks: the next acquire carries the removal, or, if none comes within
         ``release_delay``, the guard's background task sends it.
         """
-        lease = self._held.pop(session.id, None)
+        lease = self._held.pop(session, None)
         if lease is None:
-            self._unleased.discard(session.id)
+            self._unleased.discard(session)
             return
         self._store.release(lease.member, lease.expires)
 
@@ -521,7 +520,7 @@ class RedisSessionLimit(AdmissionGuard):
                 missing = set(lost)
                 for lease in batch:
                     if lease.member in missing:
-                        if held.get(lease.session.id) is lease and not lease.lost:
+                        if held.get(lease.session) is lease and not lease.lost:
                             self._lose(lease, "Redis no longer holds it")
                     else:
                         lease.expires = sent + self._ttl
@@ -532,8 +531,8 @@ class RedisSessionLimit(AdmissionGuard):
         self._lost += 1
         lease.lost = True
         if self._fail_open:
-            del self._held[lease.session.id]
-            self._unleased.add(lease.session.id)
+            del self._held[lease.session]
+            self._unleased.add(lease.session)
             logger.warning(
                 "trio_sessions: fleet lease of session %s lost (%s); it keeps "
                 "running on the local limit (on_unavailable='open')",

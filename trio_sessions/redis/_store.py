@@ -36,25 +36,46 @@ _SENT: Final = 1
 _ANSWERED: Final = 2
 _LEADING: Final = 3
 
-
-# A lone caller sends at once and never waits: it needs no event of its own.
-_NEVER: Final = trio.Event()
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_reschedule = trio.lowlevel.reschedule
+_SUCCEEDED: Final = trio.lowlevel.Abort.SUCCEEDED
 
 
 @final
 class _Ticket:
-    """One caller's place in the acquire queue, and its answer."""
+    """One caller's place in the acquire queue, and its answer.
 
-    __slots__ = ("abandoned", "error", "granted", "member", "state", "woken")
+    A queued caller parks its task on the ticket and is rescheduled directly
+    once answered, or once it is its turn to send: no Event per caller.
+    """
 
-    def __init__(self, member: str) -> None:
+    __slots__ = ("abandoned", "error", "expires", "member", "queue", "state", "task")
+
+    def __init__(
+        self, queue: collections.deque[_Ticket], member: str, task: trio.lowlevel.Task
+    ) -> None:
+        self.queue = queue
         self.member = member
+        self.task = task
         self.state = _QUEUED
-        self.granted = False
+        # The answer: when the lease may lapse if granted; None if refused.
+        self.expires: float | None = None
         self.error: str | None = None
         # Set once its caller was cancelled while its batch was in flight.
         self.abandoned = False
-        self.woken: trio.Event = _NEVER  # a queued ticket gets an event of its own
+
+    def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        """Its parked caller is cancelled: leave no lease behind.
+
+        Only a parked ticket is aborted, so it is queued or in flight: one
+        answered, or woken to lead, has been rescheduled already.
+        """
+        if self.state == _QUEUED:
+            self.queue.remove(self)
+        else:
+            self.abandoned = True  # the sender releases it, if granted
+        return _SUCCEEDED
 
 
 @final
@@ -148,42 +169,27 @@ class LeaseStore:
 
     # ---------------------------------------------------------------- acquire
 
-    async def acquire(self, member: str) -> bool:
+    async def acquire(self, member: str) -> float | None:
         """Add ``member`` if the set holds fewer than ``limit`` live leases.
 
-        If this raises (:exc:`Unavailable`, or cancelled), ``member`` is
+        Returns the local time by which the lease may lapse (when its call was
+        sent, plus the TTL: Redis stamped it later), or None if the set was
+        full. If this raises (:exc:`Unavailable`, or cancelled), ``member`` is
         released: whatever Redis did with it is undone.
         """
-        ticket = _Ticket(member)
-        if not self._in_flight:
+        ticket = _Ticket(self._queue, member, _current_task())
+        if self._in_flight:
+            self._queue.append(ticket)
+            await _wait_task_rescheduled(ticket.abort)
+            if ticket.state != _LEADING:
+                if ticket.error is not None:
+                    raise Unavailable(ticket.error)
+                return ticket.expires
+        else:
             self._in_flight = True
-            return await self._send(ticket)
-        ticket.woken = trio.Event()
-        self._queue.append(ticket)
-        try:
-            await ticket.woken.wait()
-        except BaseException:
-            self._abandon(ticket)
-            raise
-        if ticket.state == _LEADING:
-            return await self._send(ticket)
-        if ticket.error is not None:
-            raise Unavailable(ticket.error)
-        return ticket.granted
+        return await self._send(ticket)
 
-    def _abandon(self, ticket: _Ticket) -> None:
-        """Its caller is cancelled: leave no lease behind, and no batch stalled."""
-        state = ticket.state
-        if state == _QUEUED:
-            self._queue.remove(ticket)
-        elif state == _SENT:
-            ticket.abandoned = True  # the sender releases it, if granted
-        elif state == _LEADING:
-            self._hand_over()
-        elif ticket.granted:  # answered after its cancellation was delivered
-            self.release(ticket.member, trio.current_time() + self._ttl)
-
-    async def _send(self, ticket: _Ticket) -> bool:
+    async def _send(self, ticket: _Ticket) -> float | None:
         """Send one acquire for ``ticket`` and the callers queued behind it."""
         queue = self._queue
         batch = [ticket]
@@ -195,7 +201,7 @@ class LeaseStore:
         args: list[str | int] = [self._limit, self._ttl_ms, len(released)]
         args += released
         args += [each.member for each in batch]
-        moot = trio.current_time() + self._ttl
+        expires = trio.current_time() + self._ttl
         error = None
         granted = 0
         self.acquire_calls += 1
@@ -210,32 +216,37 @@ class LeaseStore:
         except BaseException:
             # Cancelled (or worse): the script may have run, its reply lost.
             self._settle(released, done=False)
-            self._answer(batch, 0, "the call was interrupted", moot)
+            self._answer(batch, 0, "the call was interrupted", expires)
             raise
         self._settle(released, done=error is None)
         if error is None:
             self._observe(int(count))
-        self._answer(batch, granted, error, moot)
+        self._answer(batch, granted, error, expires)
         if error is not None:
             raise Unavailable(error)
-        return ticket.granted
+        return ticket.expires
 
     def _answer(
-        self, batch: list[_Ticket], granted: int, error: str | None, moot: float
+        self, batch: list[_Ticket], granted: int, error: str | None, expires: float
     ) -> None:
         """Tell each caller of ``batch`` its answer; release what nobody will hold.
 
         On an error the script may have run with its reply lost, so every
-        member is released; a granted member whose caller left is too.
+        member is released; a granted member whose caller left is too. The
+        first ticket is the sender's own, which is running, not parked.
         """
         for index, each in enumerate(batch):
-            each.granted = index < granted and error is None
-            each.error = error
             each.state = _ANSWERED
-            if error is not None or (each.granted and each.abandoned):
-                self.release(each.member, moot)
-            if index:
-                each.woken.set()
+            if error is not None:
+                each.error = error
+                self.release(each.member, expires)
+            elif index < granted:
+                if each.abandoned:
+                    self.release(each.member, expires)
+                else:
+                    each.expires = expires
+            if index and not each.abandoned:
+                _reschedule(each.task)
         self._hand_over()
 
     def _hand_over(self) -> None:
@@ -243,7 +254,7 @@ class LeaseStore:
         if self._queue:
             leader = self._queue.popleft()
             leader.state = _LEADING
-            leader.woken.set()
+            _reschedule(leader.task)
         else:
             self._in_flight = False
 
