@@ -155,8 +155,7 @@ def _table(report: LoadTestReport) -> str:
 def _layout(
     title: str, x: str, y: str, *, log: bool = False, **more: Any
 ) -> dict[str, Any]:
-    # A log axis is labelled at each power of ten only.
-    yaxis = {"type": "log", "dtick": 1} if log else {"rangemode": "tozero"}
+    yaxis = {"type": "log"} if log else {"rangemode": "tozero"}
     return {
         "title": {"text": title, "x": 0.02},
         "template": "plotly_white",
@@ -187,9 +186,9 @@ def _http_figures(result: HttpLoadResult) -> list[tuple[str, Figure]]:
             marker_color="#3b75af",
         ),
         layout=_layout(
-            f"Latency percentiles ({lat.count:,} responses"
-            + (", from intended send times)" if result.rate else ")"),
-            "percentile",
+            "Latency percentiles",
+            f"percentile of {lat.count:,} responses"
+            + (", from each one's intended send time" if result.rate else ""),
             "latency (ms)",
         ),
     )
