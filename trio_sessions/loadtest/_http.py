@@ -8,8 +8,9 @@ several (:mod:`._worker`), and merges what they measured exactly.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
-from typing import Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import attrs
 import trio
@@ -19,11 +20,17 @@ from ._report import Checks, ScenarioResult, ms
 from ._timeline import Timeline, TimeSeries, run_sampled
 from ._work import ProgressCallback
 
+if TYPE_CHECKING:
+    # Imported where it runs: the client needs h11, which the scenarios do not.
+    from ._client import RequestFailed
+
 __all__ = ["HttpLoadResult", "Plan", "Tally", "drive", "have_client", "http_load"]
 
 # The timeline of a load: responses by kind per interval, requests in flight.
 OUTCOMES = ("2xx", "503", "504", "other", "errors")
 _TICK = 0.1
+# A client busier than this, per process, was probably what limited the load.
+_BUSY = 0.9
 
 
 @final
@@ -48,6 +55,8 @@ class HttpLoadResult(ScenarioResult):
       first_error: The first error, if any: what went wrong, on which request
         (its number and URL), after how long, and why.
       throughput: Responses per second.
+      client_cpu: CPU seconds the client's processes used during the load;
+        near ``elapsed * processes``, the client, not the server, set the pace.
       latency: Latency of the requests that got a response.
       timeline: Responses per interval by kind (``2xx``, ``503``, ``504``,
         ``other``, ``errors``) and requests in flight (``in_flight``).
@@ -67,6 +76,7 @@ class HttpLoadResult(ScenarioResult):
     errors: int
     first_error: str | None
     throughput: float
+    client_cpu: float
     latency: Percentiles
     timeline: TimeSeries
 
@@ -78,14 +88,27 @@ class HttpLoadResult(ScenarioResult):
             f"HTTP GET {self.url} at {self.rate:,.0f}/s, {self.concurrency} connections"
         )
 
+    @property
+    def client_busy(self) -> float:
+        """The share of its cores the client used: 1.0 when it had no time to wait."""
+        budget = self.elapsed * self.processes
+        return self.client_cpu / budget if budget > 0 else 0.0
+
     def describe(self) -> str:
         lat = self.latency
+        busy = self.client_busy
         return (
             f"{self.requests:,} requests, {self.throughput:,.0f}/s; "
             f"2xx {self.success_2xx:,}, 503 {self.status_503:,}, "
             f"504 {self.status_504:,}, other {self.other_status:,}, "
             f"errors {self.errors:,}; p50 {ms(lat.p50)}, p90 {ms(lat.p90)}, "
-            f"p99 {ms(lat.p99)}, p99.9 {ms(lat.p999)}, max {ms(lat.max)}"
+            f"p99 {ms(lat.p99)}, p99.9 {ms(lat.p999)}, max {ms(lat.max)}; "
+            f"client CPU {busy:.0%}"
+            + (
+                f" (the client set the pace: try --processes {self.processes + 1})"
+                if busy > _BUSY
+                else ""
+            )
         )
 
 
@@ -151,6 +174,7 @@ class Tally:
         self.latency = LatencyHistogram()
         self.first_error: tuple[float, str] | None = None
         self.elapsed = 0.0
+        self.cpu = 0.0
         self.timeline = Timeline(_TICK, OUTCOMES, ["in_flight"])
         self.series: TimeSeries | None = None
 
@@ -166,6 +190,7 @@ class Tally:
             "latency": self.latency.as_dict(),
             "first_error": self.first_error,
             "elapsed": self.elapsed,
+            "cpu": self.cpu,
             "timeline": attrs.asdict(self.timeline.series()),
         }
 
@@ -179,6 +204,7 @@ class Tally:
             tally.sent += one["sent"]
             tally.latency.merge(LatencyHistogram.from_dict(one["latency"]))
             tally.elapsed = max(tally.elapsed, one["elapsed"])
+            tally.cpu += one["cpu"]
             error = one["first_error"]
             if error is not None and (
                 tally.first_error is None or error[0] < tally.first_error[0]
@@ -246,25 +272,28 @@ async def drive(
                     number = tally.sent * step + plan.index
                 tally.sent += 1
                 tally.in_flight += 1
-                try:
-                    with trio.fail_after(timeout):
-                        status = await client.get()
-                except (RequestFailed, trio.TooSlowError) as exc:
+                # A scope of our own, not fail_after: its wrapper costs, per request.
+                answer: int | RequestFailed | None = None  # None: no answer in time
+                with trio.CancelScope(deadline=trio.current_time() + timeout):
+                    try:
+                        answer = await client.get()
+                    except RequestFailed as exc:
+                        answer = exc
+                tally.in_flight -= 1
+                if isinstance(answer, int):
+                    record(trio.current_time() - began)
+                    if 200 <= answer < 300:
+                        counts["2xx"] += 1
+                    elif answer == 503 or answer == 504:
+                        counts[str(answer)] += 1
+                    else:
+                        counts["other"] += 1
+                else:
                     counts["errors"] += 1
                     if tally.first_error is None:
                         tally.first_error = _first_error(
-                            exc, f"request {number + 1} (GET {url})", began, timeout
+                            answer, f"request {number + 1} (GET {url})", began, timeout
                         )
-                else:
-                    record(trio.current_time() - began)
-                    if 200 <= status < 300:
-                        counts["2xx"] += 1
-                    elif status == 503 or status == 504:
-                        counts[str(status)] += 1
-                    else:
-                        counts["other"] += 1
-                finally:
-                    tally.in_flight -= 1
         finally:
             await client.aclose()
 
@@ -279,21 +308,26 @@ async def drive(
             for _ in range(plan.concurrency):
                 nursery.start_soon(connection)
 
+    cpu = time.process_time()
     await run_sampled(tally.timeline, read, run, start)
+    tally.cpu = time.process_time() - cpu
     tally.elapsed = trio.current_time() - start
     tally.series = tally.timeline.series()
     return tally
 
 
 def _first_error(
-    exc: Exception, request: str, began: float, timeout: float
+    failure: RequestFailed | None, request: str, began: float, timeout: float
 ) -> tuple[float, str]:
-    """When (Trio clock) and what: the sentence of the report's first error."""
+    """When (Trio clock) and what: the sentence of the report's first error.
+
+    ``failure`` is None for a request that got no answer within ``timeout``.
+    """
     now = trio.current_time()
-    if isinstance(exc, trio.TooSlowError):
+    if failure is None:
         kind, detail = "timeout", f"no answer within the {timeout:g} s client timeout"
     else:
-        kind, detail = _KINDS.get(getattr(exc, "kind", ""), "error"), str(exc)
+        kind, detail = _KINDS[failure.kind], str(failure)
     return now, f"{kind} on {request} after {now - began:.2f} s: {detail}"
 
 
@@ -403,6 +437,7 @@ def _result(plan: Plan, tally: Tally) -> HttpLoadResult:
         errors=errors,
         first_error=first_error,
         throughput=(tally.sent - errors) / elapsed if elapsed > 0 else 0.0,
+        client_cpu=tally.cpu,
         latency=tally.latency.percentiles(),
         timeline=tally.series,
     )
