@@ -99,6 +99,7 @@ class MiddlewarePlan:
     """A middleware, its manager's configuration, its requests, its injections."""
 
     owner: bool  # the lifespan opens the manager (else manager= an external one)
+    inline: bool  # the middleware's mode: inline sessions, or a task per request
     max_sessions: int
     max_waiting: int
     wait_timeout: float | None
@@ -186,6 +187,7 @@ def middleware_plans(draw: st.DrawFn) -> MiddlewarePlan:
     reqs = tuple(draw(st.lists(requests(), min_size=1, max_size=4)))
     return MiddlewarePlan(
         owner=draw(st.booleans()),
+        inline=draw(st.booleans()),
         max_sessions=draw(st.integers(1, 3)),
         max_waiting=draw(st.sampled_from([0, 0, 1, 2])),
         wait_timeout=draw(st.sampled_from([None, 1])),

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -37,7 +37,38 @@ from trio_sessions.asgi import (
 )
 from trio_sessions.testing import check_invariants
 
+T = TypeVar("T")
+
 # ------------------------------------------------------------------- harness
+
+
+def spawned_only(test: T) -> T:
+    """Mark a test of the spawned mode's own mechanics (its pump): run only there."""
+    setattr(test, "spawned_only", True)  # noqa: B010 - an attribute mypy allows
+    return test
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test runs in both of the middleware's modes, inline and spawned."""
+    if "middleware_mode" in metafunc.fixturenames:
+        spawned = getattr(metafunc.function, "spawned_only", False)
+        modes = ["spawned"] if spawned else ["inline", "spawned"]
+        metafunc.parametrize("middleware_mode", modes, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def middleware_mode(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """This module's ``SessionMiddleware``, in the mode the test runs in."""
+    mode: str = request.param
+    monkeypatch.setitem(
+        globals(), "SessionMiddleware", partial(_Middleware, inline=mode == "inline")
+    )
+    return mode
+
+
+_Middleware = SessionMiddleware
 
 
 @attrs.define
@@ -426,6 +457,7 @@ async def test_slow_client_body_is_cut_off_at_the_deadline(
     assert counts(middleware) == totals(created=1, timed_out=1)
 
 
+@spawned_only
 async def test_unlimited_body_waits_for_the_app_to_catch_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -821,6 +853,7 @@ def cancel_every_session(manager: ts.SessionManager) -> Callable[[], None]:
     return cancel
 
 
+@spawned_only  # an inline session starts in the step it is admitted
 async def test_session_cancelled_before_its_first_step_is_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -128,7 +128,10 @@ class MiddlewareRace:
             async with AsyncExitStack() as stack:
                 if plan.owner:
                     self.middleware = SessionMiddleware(
-                        app, max_body_bytes=plan.max_body_bytes, **plan.config
+                        app,
+                        max_body_bytes=plan.max_body_bytes,
+                        inline=plan.inline,
+                        **plan.config,
                     )
                 else:
                     # The manager's owner is this test; the lifespan leaves it be.
@@ -136,7 +139,10 @@ class MiddlewareRace:
                         ts.open_session_manager(**plan.config)
                     )
                     self.middleware = SessionMiddleware(
-                        app, manager=external, max_body_bytes=plan.max_body_bytes
+                        app,
+                        manager=external,
+                        max_body_bytes=plan.max_body_bytes,
+                        inline=plan.inline,
                     )
                 async with trio.open_nursery() as harness:
                     self.harness = harness
@@ -508,6 +514,7 @@ def middleware_plan(
     """A lifespan-owned manager with one slot, no queue, no deadline, no limit."""
     defaults: dict[str, Any] = {
         "owner": True,
+        "inline": True,
         "max_sessions": 1,
         "max_waiting": 0,
         "wait_timeout": None,
@@ -535,6 +542,11 @@ def assert_slot_free(race: MiddlewareRace) -> None:
     assert not race.tasks, race.tasks
 
 
+#: Both modes of the middleware: sessions inline in the request's task, or spawned.
+MIDDLEWARE_MODES = pytest.mark.parametrize(
+    "inline", [True, False], ids=["inline", "spawned"]
+)
+
 OWNERS = pytest.mark.parametrize(
     "owner", [True, False], ids=["lifespan-manager", "external-manager"]
 )
@@ -544,11 +556,14 @@ OWNERS = pytest.mark.parametrize(
 def test_cancel_before_the_first_step_is_answered(owner: bool) -> None:
     """A session cancelled before the app's first step answers 503, frees its slot."""
     where = "r0 middleware awaits the server's receive"  # admitted, not yet run
+    # Only a session in a task of its own has a moment between admission and
+    # its first step: an inline one starts in the step it is admitted.
     race = replay(
         middleware_plan(
             request_plan(),
             injections=(Injection(0, "cancel", where=where),),
             owner=owner,
+            inline=False,
         )
     )
     (client,) = race.clients
@@ -577,6 +592,7 @@ def test_shutdown_during_admission_is_answered(owner: bool, kind: str) -> None:
             request_plan(Behaviour("sleep", seconds=1)),
             injections=(injection,),
             owner=owner,
+            inline=False,  # the spawned mode has the most orders
         )
         race = replay(plan)
         (client,) = race.clients
@@ -594,8 +610,9 @@ def test_shutdown_during_admission_is_answered(owner: bool, kind: str) -> None:
     )
 
 
+@MIDDLEWARE_MODES
 @pytest.mark.parametrize("channel", [False, True], ids=["function", "channel"])
-def test_disconnect_mid_body_frees_the_slot(channel: bool) -> None:
+def test_disconnect_mid_body_frees_the_slot(channel: bool, inline: bool) -> None:
     """A client leaving between two body chunks cancels its session, frees its slot."""
     race = replay(
         middleware_plan(
@@ -606,6 +623,7 @@ def test_disconnect_mid_body_frees_the_slot(channel: bool) -> None:
                 channel=channel,
             ),
             injections=(Injection(0, "disconnect", where="r0 client sends chunk 2"),),
+            inline=inline,
         )
     )
     (client,) = race.clients
@@ -616,8 +634,11 @@ def test_disconnect_mid_body_frees_the_slot(channel: bool) -> None:
     assert_slot_free(race)
 
 
+@MIDDLEWARE_MODES
 @pytest.mark.parametrize(("drain", "complete"), [(0, False), (10, True)])
-def test_lifespan_shutdown_mid_response(drain: float, complete: bool) -> None:
+def test_lifespan_shutdown_mid_response(
+    drain: float, complete: bool, inline: bool
+) -> None:
     """Shutdown mid-response: the app ends within the drain, or is cut off cleanly."""
     stream = Behaviour("stream", seconds=1, chunks=2)
     race = replay(
@@ -627,6 +648,7 @@ def test_lifespan_shutdown_mid_response(drain: float, complete: bool) -> None:
                 Injection(0, "lifespan", where="r0 app sleeps before chunk 1"),
             ),
             shutdown_timeout=drain,
+            inline=inline,
         )
     )
     (client,) = race.clients
@@ -645,11 +667,12 @@ def test_lifespan_shutdown_mid_response(drain: float, complete: bool) -> None:
     assert_slot_free(race)
 
 
+@MIDDLEWARE_MODES
 @pytest.mark.parametrize("final", ["pathsend", "zerocopysend"])
-def test_send_extensions_end_the_response(final: str) -> None:
+def test_send_extensions_end_the_response(final: str, inline: bool) -> None:
     """After pathsend or zerocopysend, the end of the stream does not cancel the app."""
     background = Behaviour("background", seconds=1, final=final)
-    race = replay(middleware_plan(request_plan(background)))
+    race = replay(middleware_plan(request_plan(background), inline=inline))
     (client,) = race.clients
     assert client.complete, race.describe(client)
     assert client.app == "returned", f"{DEFECT_2}: {race.describe(client)}"

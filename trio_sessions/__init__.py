@@ -1,8 +1,8 @@
 """Bounded, timed, drained and measured request sessions for Trio.
 
-Every request runs as a *session*: a task of the manager's own nursery holding a
-:class:`trio.CapacityLimiter` token, under a cancel-scope deadline, counted exactly
-and drained on shutdown.
+Every request runs as a *session*: a task of the manager's own nursery (or a
+block in the caller's own task) holding a :class:`trio.CapacityLimiter` token,
+under a cancel-scope deadline, counted exactly and drained on shutdown.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ._errors import SessionError as SessionError
 from ._errors import SessionTimeout as SessionTimeout
 from ._errors import ShuttingDownError as ShuttingDownError
 from ._guard import AdmissionGuard as AdmissionGuard
+from ._inline import SessionBlock as SessionBlock
 from ._latency import LatencySummary as LatencySummary
 from ._manager import SessionManager as SessionManager
 from ._manager import open_session_manager as open_session_manager
@@ -37,6 +38,7 @@ __all__ = [
     "Outcome",
     "RejectedError",
     "Session",
+    "SessionBlock",
     "SessionCancelled",
     "SessionConfig",
     "SessionError",

@@ -226,12 +226,17 @@ class Admission:
 
         Choose it for request handlers that already have a task (the
         server's); choose :meth:`start_session` for fire-and-forget work and
-        fan-out. How the block ends is in :class:`SessionBlock`.
+        fan-out. How the block ends is in :class:`SessionBlock`. A refused
+        admission raises from the ``async with`` line and enters nothing.
 
-        Raises (from the ``async with`` line, entering nothing):
-          CapacityError, ShuttingDownError, MetadataError: as
-            :meth:`start_session`.
-          TypeError, ValueError: an argument has the wrong type or value.
+        Raises:
+          CapacityError: no slot was free and the queue was full, or the wait
+            timed out.
+          ShuttingDownError: the manager is draining or closed.
+          MetadataError: ``metadata`` is not a JSON-encodable mapping or is
+            over a limit.
+          TypeError: an argument has the wrong type.
+          ValueError: ``timeout`` is negative or NaN.
         """
         return SessionBlock(self, metadata, timeout, name, True)
 
@@ -255,8 +260,13 @@ class Admission:
             except ts.CapacityError:
                 reply = "busy, try again"
 
-        Raises (from the ``async with`` line, entering nothing): as
-        :meth:`start_session_nowait`.
+        Raises:
+          CapacityError: no slot is free.
+          ShuttingDownError: the manager is draining or closed.
+          MetadataError: ``metadata`` is not a JSON-encodable mapping or is
+            over a limit.
+          TypeError: an argument has the wrong type.
+          ValueError: ``timeout`` is negative or NaN.
         """
         return SessionBlock(self, metadata, timeout, name, False)
 

@@ -41,6 +41,7 @@ class Drain:
         "_deadline",
         "_grace",
         "_initial",
+        "_linked_scopes",
         "_on_drained",
         "_sessions",
         "_started_at",
@@ -72,6 +73,20 @@ class Drain:
         self._cancelled: set[int] = set()
         self._cancel_started_at: float | None = None
         self._timeout_reached = False
+        # Scopes of helpers that live as long as sessions may (cancel_when_drained).
+        self._linked_scopes: list[trio.CancelScope] = []
+
+    def cancel_when_drained(self, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` once the drain has ended (at once, if it has).
+
+        For work that serves the sessions and has nothing left to do once
+        none can run, such as the middleware's disconnect watch: the
+        manager's nursery then waits for nothing more than the sessions.
+        """
+        if self.report is not None:
+            scope.cancel()
+        else:
+            self._linked_scopes.append(scope)
 
     def begin(self, drain: float) -> None:
         """Stop admitting now; the sessions have ``drain`` seconds to finish."""
@@ -148,4 +163,7 @@ class Drain:
             stuck=stuck,
         )
         self.drained.set()
+        for scope in self._linked_scopes:
+            scope.cancel()
+        self._linked_scopes.clear()
         self._on_drained()

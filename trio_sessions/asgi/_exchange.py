@@ -1,13 +1,16 @@
 """One request's messages between the server and the app's session.
 
-:class:`Exchange` pumps the server's messages for the app in the request's own
-task, so a client that leaves is seen while the app is busy, and notes how far
-the app's response has got.
+:class:`Exchange` passes the server's messages to the app, and notes how far
+the app's response has got. For a session in a task of its own, the request's
+task pumps the messages (so a client that leaves is seen while the app is
+busy); for an inline session the app reads the server itself, until a
+watcher task is started for a request that lingers (see ``disconnect_watch``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -35,18 +38,22 @@ _UNLIMITED_BODY_BUFFER = 16
 class Exchange:
     """One request's messages between the server and the app's session.
 
-    The request's own task pumps the server's messages into a queue that the
-    app's ``receive`` reads, so a client that leaves while the app is busy (not
-    reading) is seen at once instead of holding its slot until the app
-    finishes. Buffered body bytes are bounded by ``limit``; beyond it the
-    session is cancelled. The app's ``send`` passes through, noting whether a
-    response began and whether it is complete.
+    Once :meth:`pump` runs (from the start for a spawned session; from
+    :meth:`watch` on for an inline one), it reads the server's messages into a
+    queue that the app's ``receive`` reads, so a client that leaves while the
+    app is busy (not reading) is seen instead of holding its slot until the
+    app finishes. Before that, the app's ``receive`` reads the server itself,
+    and sees what the pump would. Either way a body over ``limit`` bytes, or
+    a disconnect before the response is complete, cancels the session. The
+    app's ``send`` passes through, noting whether a response began and
+    whether it is complete.
     """
 
     __slots__ = (
         "_arrived",
         "_limit",
         "_middleware",
+        "_pumping",
         "_queue",
         "_receive",
         "_send",
@@ -54,9 +61,14 @@ class Exchange:
         "disconnected",
         "done",
         "finished",
+        "over",
+        "reading",
         "received",
+        "send_to_server",
+        "session",
         "started",
         "too_large",
+        "watch_at",
     )
 
     def __init__(
@@ -65,10 +77,13 @@ class Exchange:
         receive: Receive,
         send: Send,
         limit: int | None,
+        pumped: bool,
     ) -> None:
         self._middleware = middleware
         self._receive = receive
         self._send = send
+        # The middleware's own answers (503, 504...) go past the app's send.
+        self.send_to_server = send
         self._limit = limit
         # Cancelled when the app returns: the pump stops reading for it.
         self.done = trio.CancelScope()
@@ -83,9 +98,28 @@ class Exchange:
         self.too_large = False
         self.started = False
         self.finished = False
+        # Whether the pump reads the server for the app (else the app does).
+        self._pumping = pumped
+        self.session: Session | None = None
+        # The app is inside a read of the server (no watcher may start then).
+        self.reading = False
+        # The request is answered and its session over (the watch skips it).
+        self.over = False
+        # When the disconnect watch looks at this request (inline only).
+        self.watch_at = 0.0
 
     async def receive(self) -> Message:
-        """The app's ``receive``: the next message the pump read for it."""
+        """The app's ``receive``: the next message from the server."""
+        if not self._pumping:
+            self.reading = True
+            try:
+                message = await self._receive()
+            finally:
+                self.reading = False
+            if self._ends_session(message):
+                # The session was cancelled just now: that lands here.
+                await trio.lowlevel.checkpoint()
+            return message
         queue = self._queue
         if queue:
             await trio.lowlevel.checkpoint()
@@ -114,7 +148,45 @@ class Exchange:
             self.finished = True
         await self._send(message)
 
-    async def pump(self, session: Session) -> None:
+    def _ends_session(self, message: Message) -> bool:
+        """Note ``message`` from the server; True if it cancelled the session.
+
+        A body over the limit does; so does a disconnect before the response
+        is complete. Servers also report the end of the stream once the
+        response is complete; work the app does after that (background
+        tasks) is not abandoned by anyone, so it goes on.
+        """
+        kind = message.get("type")
+        if kind == "http.request":
+            self.received += len(message.get("body", b""))
+            if self._limit is None or self.received <= self._limit:
+                return False
+            self.too_large = True
+        elif kind != "http.disconnect" or self.finished:
+            return False
+        else:
+            self.disconnected = True
+        assert self.session is not None
+        self.session.cancel()
+        return True
+
+    def watch(self, spawn: Callable[..., object]) -> None:
+        """Start pumping for an inline session's app in a task of its own.
+
+        The task ends with the session, however it ends. Only while the app
+        is not reading the server itself (``reading`` is false).
+        """
+        assert self.session is not None
+        assert not self.reading
+        self._pumping = True
+        self.session._cancel_when_done(self.done)
+        spawn(self._watch)
+
+    async def _watch(self) -> None:
+        with self.done:
+            await self.pump()
+
+    async def pump(self) -> None:
         """Read the server's messages until a disconnect or an oversize body."""
         limit = self._limit
         queue = self._queue
@@ -131,27 +203,13 @@ class Exchange:
         else:
             message = await receive()
         while True:
-            kind = message.get("type")
-            if kind == "http.request":
-                self.received += len(message.get("body", b""))
-                if limit is not None and self.received > limit:
-                    self.too_large = True
-                    session.cancel()
-                    return
-            elif kind == "http.disconnect":
-                # Servers also report the end of the stream once the
-                # response is complete; work the app does after that
-                # (background tasks) is not abandoned by anyone, so it goes on.
-                if not self.finished:
-                    self.disconnected = True
-                    session.cancel()
-                queue.append(message)
-                if self._arrived is not None:
-                    self._arrived.unpark()
-                return
+            if self._ends_session(message) and self.too_large:
+                return  # not for the app: its session is over
             queue.append(message)
             if self._arrived is not None:
                 self._arrived.unpark()
+            if message.get("type") == "http.disconnect":
+                return
             # With a byte limit the buffer is bounded already; without one,
             # wait for the app to catch up.
             while limit is None and len(queue) >= _UNLIMITED_BODY_BUFFER:

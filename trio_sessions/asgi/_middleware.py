@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, final
 
@@ -18,9 +19,9 @@ from .._errors import (
 )
 from .._guard import AdmissionGuard
 from .._manager import SessionManager, open_session_manager
-from .._session import Outcome
+from .._session import Outcome, Session
 from .._statistics import SessionStatistics, ShutdownReport
-from .._validate import check_count
+from .._validate import check_count, check_seconds
 from ._exchange import Exchange
 from ._lifespan import serve_lifespan
 from ._request_metadata import fit_metadata
@@ -29,6 +30,9 @@ from ._types import ASGIApp, Receive, Scope, Send
 __all__ = ["SessionMiddleware"]
 
 _SUCCESS = Outcome.SUCCESS
+# Outcomes of an inline session that the middleware answers for: the app's own
+# SessionTimeout or SessionCancelled (outcome ERROR) is the app's to answer.
+_ANSWERED = frozenset({Outcome.SUCCESS, Outcome.ERROR})
 
 
 @final
@@ -129,6 +133,8 @@ class SessionMiddleware:
         max_body_bytes: int | None = 1_048_576,
         exclude_paths: Iterable[str] = (),
         guard: AdmissionGuard | None = None,
+        inline: bool = True,
+        disconnect_watch: float | None = 1.0,
         **overrides: Any,
     ) -> None:
         if manager is not None and (config is not None or overrides):
@@ -151,6 +157,15 @@ class SessionMiddleware:
         self._retry_after = str(retry_after).encode("ascii")
         self._max_body_bytes = max_body_bytes
         self._exclude_exact, self._exclude_prefixes = _exclusions(exclude_paths)
+        if not isinstance(inline, bool):
+            raise TypeError(f"inline must be a bool, not {type(inline).__name__}")
+        self._inline = inline
+        self._disconnect_watch = check_seconds(
+            disconnect_watch, "disconnect_watch", optional=True
+        )
+        # Inline requests in order of watch_at, and whether a task watches them.
+        self._lingering: deque[Exchange] = deque()
+        self._watching = False
         self._draining = False
         self._shutdown_report: ShutdownReport | None = None
 
@@ -264,11 +279,113 @@ class SessionMiddleware:
         if limit is not None and _declared_length(scope) > limit:
             await self._reply(send, 413, b"Request body too large\n")
             return
-        exchange = Exchange(self, receive, send, limit)
+        exchange = Exchange(self, receive, send, limit, pumped=not self._inline)
+        metadata = self._metadata(scope)
+        if self._inline:
+            await self._serve_inline(manager, scope, exchange, metadata)
+        else:
+            await self._serve_spawned(manager, scope, exchange, metadata)
+
+    async def _serve_inline(
+        self,
+        manager: SessionManager,
+        scope: Scope,
+        exchange: Exchange,
+        metadata: dict[str, str] | None,
+    ) -> None:
+        """The request as an inline session: the app runs in this, the server's task."""
+        while True:
+            # Admission that cannot wait needs no checkpoint of its own: the
+            # app's first step, or the server's after it, is one anyway.
+            if not manager._can_wait or not manager._may_wait():
+                block = manager.session_nowait(metadata=metadata)
+            else:
+                block = manager.session(metadata=metadata)
+            session: Session[None] | None = None
+            try:
+                async with block as session:
+                    exchange.session = session
+                    if self._disconnect_watch is not None:
+                        exchange.watch_at = session._started_at + self._disconnect_watch
+                        self._lingering.append(exchange)
+                        if not self._watching:
+                            self._start_watch(manager)
+                    await self.app(scope, exchange.receive, exchange.send)
+                return
+            except RejectedError as exc:
+                if session is not None:
+                    raise  # the app's own
+                if await self._refused(exchange, exc, metadata):
+                    return
+                metadata = None  # retry without it: see _refused
+            except (SessionTimeout, SessionCancelled) as exc:
+                if session is None or session.outcome in _ANSWERED:
+                    raise  # the app's own (the outcome says who ended it)
+                await self._answer_ending(exchange, exc)
+                return
+            finally:
+                exchange.over = True
+
+    def _start_watch(self, manager: SessionManager) -> None:
+        self._watching = True
+        scope = trio.CancelScope()
+        # Nothing is left to watch once the drain has ended.
+        manager._drain.cancel_when_drained(scope)
+        manager._spawn(self._watch_lingering, manager, scope)
+
+    async def _watch_lingering(
+        self, manager: SessionManager, scope: trio.CancelScope
+    ) -> None:
+        """Give each inline request still running after ``disconnect_watch`` a watcher.
+
+        Requests are looked at in the order they started, each once it is
+        ``disconnect_watch`` seconds old: one whose app is not reading the
+        server then gets a task that does, so that a client leaving cancels
+        its session as in the spawned mode. Quick requests never cost a
+        task. This task sleeps until the next request is due, and ends after
+        ``disconnect_watch`` seconds with nothing to watch (or with the drain).
+        """
+        after = self._disconnect_watch
+        assert after is not None
+        lingering = self._lingering
+        try:
+            with scope:
+                while True:
+                    while lingering and lingering[0].over:
+                        lingering.popleft()
+                    if not lingering:
+                        await trio.sleep(after)
+                        if not lingering:
+                            return
+                        continue
+                    oldest = lingering[0]
+                    now = trio.current_time()
+                    if now < oldest.watch_at:
+                        await trio.sleep_until(oldest.watch_at)
+                        continue
+                    lingering.popleft()
+                    if oldest.reading:
+                        # Its app is reading the server, so it sees a
+                        # disconnect itself; look again later (the deque
+                        # stays in order of watch_at).
+                        oldest.watch_at = now + after
+                        lingering.append(oldest)
+                    else:
+                        oldest.watch(manager._spawn)
+        finally:
+            self._watching = False
+
+    async def _serve_spawned(
+        self,
+        manager: SessionManager,
+        scope: Scope,
+        exchange: Exchange,
+        metadata: dict[str, str] | None,
+    ) -> None:
+        """The request as a session in a task of its own; this task pumps for it."""
         # Admission that cannot wait needs no checkpoint of its own: reading
         # the request below is one anyway.
         nowait = not manager._can_wait
-        metadata = self._metadata(scope)
         while True:
             try:
                 if nowait or not manager._may_wait():
@@ -280,78 +397,88 @@ class SessionMiddleware:
                         self._run_app, scope, exchange, metadata=metadata
                     )
                 break
-            except CapacityError:
-                await self._reply(
-                    send,
-                    503,
-                    b"Maximum concurrent sessions reached\n",
-                    [(b"retry-after", self._retry_after)],
-                )
-                return
-            except ShuttingDownError:
-                self._draining = True
-                await self._reply(
-                    send,
-                    503,
-                    b"Server is shutting down\n",
-                    [(b"connection", b"close")],
-                )
-                return
-            except MetadataError:
-                if metadata is None:  # pragma: no cover - empty metadata always fits
-                    raise
-                # Only the budget over all live sessions can refuse our metadata
-                # (it is shortened to the per-session limit); a request is worth
-                # more than its bookkeeping, so run it without metadata.
-                metadata = None
-                continue
             except RejectedError as exc:
-                # A guard's refusal (the fleet is full, or its backend is down):
-                # like capacity, worth retrying shortly.
-                await self._reply(
-                    send,
-                    503,
-                    f"Service unavailable ({exc.reason})\n".encode(),
-                    [(b"retry-after", self._retry_after)],
-                )
-                return
+                if await self._refused(exchange, exc, metadata):
+                    return
+                metadata = None  # retry without it: see _refused
         # This task reads the server's messages for the app while the session
         # runs (so a disconnect is seen even when the app is not reading), until
         # the session completes, however it ends: even one cancelled before the
         # app's first step, which never runs the app, stops the pump and gets
-        # its answer. A second task per request would cost more than the
-        # session itself.
+        # its answer.
+        exchange.session = session
         done = exchange.done
         session._cancel_when_done(done)
         try:
             with done:
-                await exchange.pump(session)
+                await exchange.pump()
             if session.outcome is not _SUCCESS:  # usually decided by now
                 await session.wait()
-        except SessionTimeout:
-            if not exchange.started:
-                await self._reply(send, 504, b"Request timed out\n")
-        except SessionCancelled:
-            if exchange.disconnected:
-                pass  # nobody left to answer
-            elif exchange.too_large:
-                if not exchange.started:
-                    await self._reply(send, 413, b"Request body too large\n")
-            elif not exchange.started:
-                if self.draining:
-                    await self._reply(
-                        send,
-                        503,
-                        b"Server is shutting down\n",
-                        [(b"connection", b"close")],
-                    )
-                else:
-                    await self._reply(send, 503, b"Request cancelled\n")
+        except (SessionTimeout, SessionCancelled) as exc:
+            await self._answer_ending(exchange, exc)
         finally:
             if session.outcome is None:
                 # Only still running if this request's own task is being
                 # cancelled (the server is going away): take the session with it.
                 session.cancel()
+
+    async def _refused(
+        self, exchange: Exchange, exc: RejectedError, metadata: object
+    ) -> bool:
+        """Answer a refused admission; False if it is worth a retry without metadata.
+
+        Only the budget over all live sessions can refuse the request's
+        metadata (it is shortened to the per-session limit); a request is
+        worth more than its bookkeeping, so it runs without metadata.
+        """
+        send = exchange.send_to_server
+        if isinstance(exc, CapacityError):
+            await self._reply(
+                send,
+                503,
+                b"Maximum concurrent sessions reached\n",
+                [(b"retry-after", self._retry_after)],
+            )
+        elif isinstance(exc, ShuttingDownError):
+            self._draining = True
+            await self._reply(
+                send, 503, b"Server is shutting down\n", [(b"connection", b"close")]
+            )
+        elif isinstance(exc, MetadataError):
+            if metadata is None:  # pragma: no cover - empty metadata always fits
+                raise exc
+            return False
+        else:
+            # A guard's refusal (the fleet is full, or its backend is down):
+            # like capacity, worth retrying shortly.
+            await self._reply(
+                send,
+                503,
+                f"Service unavailable ({exc.reason})\n".encode(),
+                [(b"retry-after", self._retry_after)],
+            )
+        return True
+
+    async def _answer_ending(
+        self, exchange: Exchange, exc: SessionTimeout | SessionCancelled
+    ) -> None:
+        """Answer a request whose session timed out or was cancelled, if anyone can.
+
+        Once the response has started, the server shows it cut short.
+        """
+        if exchange.started or exchange.disconnected:
+            return  # too late to answer, or nobody left to answer
+        send = exchange.send_to_server
+        if isinstance(exc, SessionTimeout):
+            await self._reply(send, 504, b"Request timed out\n")
+        elif exchange.too_large:
+            await self._reply(send, 413, b"Request body too large\n")
+        elif self.draining:
+            await self._reply(
+                send, 503, b"Server is shutting down\n", [(b"connection", b"close")]
+            )
+        else:
+            await self._reply(send, 503, b"Request cancelled\n")
 
     async def _run_app(self, scope: Scope, exchange: Exchange) -> None:
         await self.app(scope, exchange.receive, exchange.send)
