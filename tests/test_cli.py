@@ -327,14 +327,14 @@ def test_subprocess_table_without_rich() -> None:
     assert completed.stderr == ""
 
 
-def test_url_without_h11_names_the_extra(
+def test_url_without_httptools_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without h11, --url fails with the pip command of this interpreter."""
-    monkeypatch.setitem(sys.modules, "h11", None)
+    """Without httptools, --url fails with the pip command of this interpreter."""
+    monkeypatch.setitem(sys.modules, "httptools", None)
     assert main(["loadtest", "--url", "http://127.0.0.1:1/"]) == 2
     err = capsys.readouterr().err
-    assert "--url needs h11" in err
+    assert "--url needs httptools" in err
     assert f"{sys.executable} -m pip install 'trio-sessions[cli]'" in err
 
 

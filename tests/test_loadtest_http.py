@@ -129,16 +129,22 @@ async def test_http_load_counts_connection_errors() -> None:
     assert result.latency.count == 0
 
 
+def only_error(result: loadtest.HttpLoadResult) -> str:
+    """The sentence of the one request that failed (checked to be the only one)."""
+    assert result.errors == 1
+    assert result.first_error is not None
+    return result.first_error
+
+
 async def test_http_load_timeout_says_which_request_after_how_long() -> None:
     """A client timeout is reported with the request, its URL and the timeout."""
     result = await load_mixed("/hang", requests=1, concurrency=1, timeout=0.2)
-    assert result.errors == 1
-    assert result.first_error is not None
+    error = only_error(result)
     assert re.fullmatch(
         r"timeout on request 1 \(GET http://127\.0\.0\.1:\d+/hang\) after 0\.2\d s: "
         r"no answer within the 0\.2 s client timeout",
-        result.first_error,
-    ), result.first_error
+        error,
+    ), error
     assert result.problems == (f"1 request failed (first: {result.first_error})",)
 
 
@@ -205,32 +211,69 @@ async def test_connection_close_answers_open_a_new_connection() -> None:
     assert result.success_2xx == 5
 
 
-ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+def answer_once_then_close(answer: bytes) -> Callable[[trio.SocketStream], Any]:
+    """A handler that reads one request, writes ``answer`` and closes the connection.
+
+    ``answer`` may say nothing of closing: the client learns only by reading.
+    """
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            data += chunk
+        await stream.send_all(answer)
+        await stream.aclose()
+
+    return handle
 
 
-async def answer_once_then_close(stream: trio.SocketStream) -> None:
-    """Answer one request as if keeping the connection alive, then close it."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some()
-        if not chunk:
-            return
-        data += chunk
-    await stream.send_all(ANSWER)
-    await stream.aclose()
+async def load_raw(answer: bytes, requests: int) -> loadtest.HttpLoadResult:
+    """``http_load`` of a raw server answering each connection once with ``answer``."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            handler = answer_once_then_close(answer)
+            (listener,) = await nursery.start(
+                partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+            )
+            port = listener.socket.getsockname()[1]
+            result = await loadtest.http_load(
+                f"http://127.0.0.1:{port}/", requests=requests, concurrency=1
+            )
+            nursery.cancel_scope.cancel()
+    return result
 
 
 async def test_kept_alive_connection_the_server_closed_is_retried() -> None:
     """A GET on a kept-alive connection the server had closed is sent again."""
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            (listener,) = await nursery.start(
-                partial(trio.serve_tcp, answer_once_then_close, 0, host="127.0.0.1")
-            )
-            port = listener.socket.getsockname()[1]
-            result = await loadtest.http_load(
-                f"http://127.0.0.1:{port}/", requests=3, concurrency=1
-            )
-            nursery.cancel_scope.cancel()
+    result = await load_raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 3)
     assert result.passed, result.problems
     assert result.success_2xx == 3
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
+    """A chunked body, and one that ends with the connection, are whole answers."""
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    result = await load_raw(chunked, 2)
+    assert (result.success_2xx, result.errors) == (2, 0)
+    result = await load_raw(b"HTTP/1.1 504 Timeout\r\n\r\nuntil the end", 2)
+    assert (result.status_504, result.errors) == (2, 0)
+
+
+async def test_cut_and_garbled_answers_are_errors() -> None:
+    """An answer cut short, or not HTTP at all, is an error that says so."""
+    cut = only_error(
+        await load_raw(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok", 1)
+    )
+    assert re.fullmatch(
+        r"connection closed on request 1 \(GET http://127\.0\.0\.1:\d+/\) after "
+        r"\d+\.\d\d s: the server closed the connection before the whole answer",
+        cut,
+    ), cut
+    garbled = only_error(await load_raw(b"SMTP ready\r\n\r\n", 1))
+    assert garbled.startswith("protocol error on request 1 "), garbled
+    assert "not an HTTP/1.1 answer" in garbled

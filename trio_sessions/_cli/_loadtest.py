@@ -121,9 +121,9 @@ def configure_parser(lt: argparse.ArgumentParser) -> None:
         type=_url,
         help=(
             "instead of the scenarios, send GET requests to a running HTTP "
-            "server over --concurrency kept-alive HTTP/1.1 connections (h11 on "
-            "Trio) and report latency percentiles (p50 to p99.9), throughput "
-            "and counts of 2xx / 503 / 504 / errors "
+            "server over --concurrency kept-alive HTTP/1.1 connections "
+            "(httptools on Trio) and report latency percentiles (p50 to "
+            "p99.9), throughput and counts of 2xx / 503 / 504 / errors "
             "(example: --url http://127.0.0.1:8000/healthz)"
         ),
     )
@@ -392,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if not have_client():
             raise UsageError(
-                f"{PROG}: --url needs h11; install it with: {_INSTALL_HINT}"
+                f"{PROG}: --url needs httptools; install it with: {_INSTALL_HINT}"
             )
     json_path = _destination("--json", args.json)
     if args.html is not None:

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 client of the load: h11 on Trio streams, one kept-alive connection each.
+"""The HTTP/1.1 client of the load: httptools' parser on Trio's I/O, kept alive.
 
 A :class:`Connection` sends one ``GET`` at a time and reads the whole answer;
 a :class:`Target` is the parsed URL. Errors come out as :class:`RequestFailed`
@@ -16,7 +16,7 @@ from typing import Protocol, final
 from urllib.parse import urlsplit
 
 import attrs
-import h11
+import httptools
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -27,8 +27,8 @@ __all__ = ["Connection", "RequestFailed", "Target"]
 # One read takes what the kernel has, up to this: a small answer in one call.
 _CHUNK = 65_536
 _USER_AGENT = "trio-sessions-loadtest"
-# h11 only reads the events it sends: one of each serves every request.
-_END = h11.EndOfMessage()
+# The headers that say where an answer's body ends.
+_FRAMING = (b"content-length", b"transfer-encoding")
 
 
 @final
@@ -69,9 +69,9 @@ class Target:
 class RequestFailed(Exception):
     """A request got no complete response; ``kind`` and the message say why.
 
-    ``kind`` is one of ``"connect"``, ``"timeout"``, ``"closed"`` (the server
-    closed the connection before the whole answer) and ``"protocol"`` (the
-    answer was not HTTP/1.1).
+    ``kind`` is one of ``"connect"``, ``"closed"`` (the server closed the
+    connection before the whole answer) and ``"protocol"`` (the answer was
+    not HTTP/1.1). A client timeout is the caller's cancel scope, not this.
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -93,11 +93,23 @@ class Connection:
         status = await connection.get()
         await connection.aclose()
 
-    After a failure, or an answer that closes the connection, the next
-    :meth:`get` opens a new one.
+    The request is written once, as bytes; answers are parsed by httptools
+    (llhttp, the parser of Node.js and of uvicorn), whose callbacks are the
+    ``on_*`` methods below. After a failure, or an answer that closes the
+    connection, the next :meth:`get` opens a new one.
     """
 
-    __slots__ = ("_h11", "_request", "_ssl", "_stream", "_target")
+    __slots__ = (
+        "_answered",
+        "_framed",
+        "_keep_alive",
+        "_parser",
+        "_request",
+        "_ssl",
+        "_status",
+        "_stream",
+        "_target",
+    )
 
     def __init__(
         self, target: Target, ssl_context: ssl.SSLContext | None = None
@@ -105,12 +117,18 @@ class Connection:
         self._target = target
         self._ssl = ssl_context
         self._stream: _Stream | None = None
-        self._h11 = h11.Connection(h11.CLIENT)
-        self._request = h11.Request(
-            method="GET",
-            target=target.path,
-            headers=[("Host", target.host_header), ("User-Agent", _USER_AGENT)],
-        )
+        self._parser = httptools.HttpResponseParser(self)
+        self._request = (
+            f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
+            f"User-Agent: {_USER_AGENT}\r\n\r\n"
+        ).encode("ascii")
+        # Of the answer being read: its status once its head is in, the
+        # status again once all of it is, whether it says how long its body
+        # is (else the body ends with the connection), and keep-alive.
+        self._status = 0
+        self._answered = 0
+        self._framed = False
+        self._keep_alive = True
 
     async def get(self) -> int:
         """Send ``GET`` and read the whole answer; return its status code.
@@ -141,46 +159,58 @@ class Connection:
         if self._stream is None:
             self._stream = await self._connect()
         stream = self._stream
-        conn = self._h11
         try:
-            await stream.send_all(conn.send(self._request) + conn.send(_END))
+            await stream.send_all(self._request)
         except trio.BrokenResourceError as exc:
             if reused:
                 raise _Stale from None
             raise _failure("closed", "sending the request", exc) from None
-        status = 0
-        while True:
+        self._status = self._answered = 0
+        self._framed = False
+        received = False
+        while not self._answered:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise RequestFailed(
-                    "protocol", f"not an HTTP/1.1 answer: {exc}"
-                ) from None
-            if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive_some(_CHUNK)
-                except trio.BrokenResourceError as exc:
-                    if reused and not status:
-                        raise _Stale from None
-                    raise _failure("closed", "reading the answer", exc) from None
-                if not data and reused and not status:
+                data = await stream.receive_some(_CHUNK)
+            except trio.BrokenResourceError as exc:
+                if reused and not received:
+                    raise _Stale from None
+                raise _failure("closed", "reading the answer", exc) from None
+            if not data:
+                if reused and not received:
                     raise _Stale
-                conn.receive_data(bytes(data))
-                continue
-            kind = type(event)
-            if kind is h11.Response:
-                status = event.status_code  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
-                break
-            elif kind is h11.ConnectionClosed:
+                if self._status and not self._framed:  # its body ends here
+                    self._answered, self._keep_alive = self._status, False
+                    break
                 raise RequestFailed(
                     "closed", "the server closed the connection before the whole answer"
                 )
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        else:  # the answer said "Connection: close"
+            received = True
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise RequestFailed(
+                    "protocol", f"not an HTTP/1.1 answer: {exc}"
+                ) from None
+        if not self._keep_alive:
             await self.aclose()
-        return status
+        return self._answered
+
+    # httptools' callbacks, as it parses what feed_data gave it.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header of the answer: note whether it frames the body."""
+        if name.lower() in _FRAMING:
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        """The head of the answer is in: its status, and whether to keep alive."""
+        self._status = self._parser.get_status_code()
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        """The whole answer is in (an interim 1xx one does not count)."""
+        if self._status >= 200:
+            self._answered = self._status
 
     async def _connect(self) -> _Stream:
         target = self._target
@@ -200,7 +230,8 @@ class Connection:
     async def aclose(self) -> None:
         """Close the connection, if open; the next :meth:`get` opens a new one."""
         stream, self._stream = self._stream, None
-        self._h11 = h11.Connection(h11.CLIENT)
+        # A new connection starts a new parse.
+        self._parser = httptools.HttpResponseParser(self)
         if stream is not None:
             # As trio.aclose_forcefully does: close at once, not gracefully.
             with trio.CancelScope() as scope:

@@ -22,9 +22,7 @@ from ._timeline import TimeSeries
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-__all__ = ["INSTALL_HINT", "ScenarioRun", "have_plotly", "render_html", "summary"]
-
-INSTALL_HINT = "pip install 'trio-sessions[report]'"
+__all__ = ["ScenarioRun", "have_plotly", "render_html", "summary"]
 
 # One colour per outcome, on every chart: good green, refused amber, late
 # purple, failed red, lost grey.

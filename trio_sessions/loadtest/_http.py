@@ -1,7 +1,7 @@
 """The HTTP load: a running server driven by a real client, closed or open loop.
 
 :func:`http_load` sends ``GET`` requests over a fixed pool of kept-alive
-connections (:mod:`._client`, h11 on Trio streams), in this process or in
+connections (:mod:`._client`: httptools' parser on Trio's I/O), in this process or in
 several (:mod:`._worker`), and merges what they measured exactly.
 """
 
@@ -21,7 +21,7 @@ from ._timeline import Timeline, TimeSeries, run_sampled
 from ._work import ProgressCallback
 
 if TYPE_CHECKING:
-    # Imported where it runs: the client needs h11, which the scenarios do not.
+    # Imported where it runs: the client needs httptools, the scenarios do not.
     from ._client import RequestFailed
 
 __all__ = ["HttpLoadResult", "Plan", "Tally", "drive", "have_client", "http_load"]
@@ -122,8 +122,8 @@ def importable(module: str) -> bool:
 
 
 def have_client() -> bool:
-    """True when :mod:`h11`, which :func:`http_load` needs, can be imported."""
-    return importable("h11")
+    """True when httptools, which :func:`http_load` needs, can be imported."""
+    return importable("httptools")
 
 
 @final
@@ -172,6 +172,7 @@ class Tally:
         self.sent = 0
         self.in_flight = 0
         self.latency = LatencyHistogram()
+        # (seconds from the start, sentence) of the first request that failed.
         self.first_error: tuple[float, str] | None = None
         self.elapsed = 0.0
         self.cpu = 0.0
@@ -219,7 +220,6 @@ class Tally:
 # How each kind of failure is named in the report's first error.
 _KINDS = {
     "connect": "connect error",
-    "timeout": "timeout",
     "closed": "connection closed",
     "protocol": "protocol error",
 }
@@ -291,8 +291,15 @@ async def drive(
                 else:
                     counts["errors"] += 1
                     if tally.first_error is None:
-                        tally.first_error = _first_error(
-                            answer, f"request {number + 1} (GET {url})", began, timeout
+                        # Seconds from the shared start: comparable across processes.
+                        tally.first_error = (
+                            trio.current_time() - start,
+                            _first_error(
+                                answer,
+                                f"request {number + 1} (GET {url})",
+                                began,
+                                timeout,
+                            ),
                         )
         finally:
             await client.aclose()
@@ -318,8 +325,8 @@ async def drive(
 
 def _first_error(
     failure: RequestFailed | None, request: str, began: float, timeout: float
-) -> tuple[float, str]:
-    """When (Trio clock) and what: the sentence of the report's first error.
+) -> str:
+    """The sentence of the report's first error.
 
     ``failure`` is None for a request that got no answer within ``timeout``.
     """
@@ -328,7 +335,7 @@ def _first_error(
         kind, detail = "timeout", f"no answer within the {timeout:g} s client timeout"
     else:
         kind, detail = _KINDS[failure.kind], str(failure)
-    return now, f"{kind} on {request} after {now - began:.2f} s: {detail}"
+    return f"{kind} on {request} after {now - began:.2f} s: {detail}"
 
 
 async def http_load(
@@ -344,7 +351,7 @@ async def http_load(
 ) -> HttpLoadResult:
     """Drive a running HTTP server with ``GET url`` over ``concurrency`` connections.
 
-    Uses h11 (the ``cli`` extra) on Trio streams. By default each connection
+    Uses httptools (the ``cli`` extra) on Trio's I/O. By default each connection
     sends its next request as soon as the last one is answered (a closed
     loop, like ``wrk``); with ``rate``, requests are sent on a fixed schedule
     (an open loop, like ``wrk2``): request ``i`` is due ``i / rate`` seconds
@@ -374,11 +381,11 @@ async def http_load(
         ``duration``.
 
     Raises:
-      ModuleNotFoundError: h11 is not installed.
+      ModuleNotFoundError: httptools is not installed.
       ValueError: ``url`` is not an http:// or https:// URL.
       RuntimeError: a client process failed.
     """
-    import h11  # noqa: F401 - fail here, before any process starts
+    import httptools  # noqa: F401 - fail here, before any process starts
 
     from ._client import Target
 
