@@ -42,17 +42,21 @@ T = TypeVar("T")
 # ------------------------------------------------------------------- harness
 
 
-def spawned_only(test: T) -> T:
-    """Mark a test of the spawned mode's own mechanics (its pump): run only there."""
-    setattr(test, "spawned_only", True)  # noqa: B010 - an attribute mypy allows
-    return test
+def only_in(mode: str) -> Callable[[T], T]:
+    """Mark a test of one mode's own mechanics (the spawned mode's pump, the
+    inline mode's disconnect watch): it runs only in ``mode``."""
+
+    def mark(test: T) -> T:
+        setattr(test, "middleware_modes", [mode])  # noqa: B010 - mypy allows this
+        return test
+
+    return mark
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test runs in both of the middleware's modes, inline and spawned."""
     if "middleware_mode" in metafunc.fixturenames:
-        spawned = getattr(metafunc.function, "spawned_only", False)
-        modes = ["spawned"] if spawned else ["inline", "spawned"]
+        modes = getattr(metafunc.function, "middleware_modes", ["inline", "spawned"])
         metafunc.parametrize("middleware_mode", modes, indirect=True)
 
 
@@ -373,7 +377,9 @@ async def test_drain_timeout_cancels_and_answers_503(
     assert counts(middleware) == totals(created=1, cancelled=1)
 
 
-async def test_client_disconnect_cancels_session_and_frees_slot() -> None:
+async def test_client_disconnect_cancels_session_and_frees_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A client that leaves mid-request has its session cancelled and counted."""
     middleware = SessionMiddleware(sleeper(1000), max_sessions=1)
     gone = trio.Event()
@@ -387,6 +393,112 @@ async def test_client_disconnect_cancels_session_and_frees_slot() -> None:
         # The slot is free again.
         middleware.app = hello
         assert (await request(middleware)).status == 200
+
+
+@only_in("inline")
+@pytest.mark.parametrize(
+    ("watch", "cancelled_at"), [(1.0, 1.0), (0.25, 0.4), (None, None)]
+)
+async def test_inline_disconnect_watch_frees_the_slot_of_an_app_not_reading(
+    watch: float | None,
+    cancelled_at: float | None,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app busy without reading: a watcher sees the client leave once it lingers.
+
+    The watch gives a request a watcher ``disconnect_watch`` seconds after
+    it started: a client gone by then cancels its session at once (1 s), one
+    leaving later when it leaves (0.4 s). With ``None`` nobody watches: the
+    app runs on until it finishes.
+    """
+    middleware = SessionMiddleware(sleeper(10), max_sessions=1, disconnect_watch=watch)
+    gone = trio.Event()
+    async with serving(middleware):
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            # The answer, if any, goes to nobody: only the session's end counts.
+            nursery.start_soon(partial(request, middleware, disconnect=gone))
+            await trio.sleep(0.4)
+            gone.set()
+        ended = trio.current_time() - start
+        if cancelled_at is None:
+            assert ended == 10
+            assert counts(middleware) == totals(created=1, succeeded=1)
+        else:
+            assert ended == cancelled_at
+            assert counts(middleware) == totals(created=1, cancelled=1)
+
+
+@only_in("inline")
+async def test_inline_app_reading_sees_the_disconnect_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app waiting in receive is cancelled the moment the client leaves.
+
+    No watcher is needed for it: the watch finds it reading and looks again
+    later, and the shutdown that follows is not held up by the watch.
+    """
+
+    async def listener(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await trio.sleep(100)  # never reached: the session is cancelled
+
+    middleware = SessionMiddleware(listener, disconnect_watch=1)
+    gone = trio.Event()
+    async with serving(middleware):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial_request(middleware, disconnect=gone))
+            await trio.sleep(2.5)
+            gone.set()
+        assert trio.current_time() == 2.5
+        assert counts(middleware) == totals(created=1, cancelled=1)
+        shutdown_at = trio.current_time()
+    report = middleware.shutdown_report
+    assert report is not None
+    # The drain ended the watch: nothing waited out its idle second.
+    assert trio.current_time() == shutdown_at
+    assert report.duration == 0
+
+
+@only_in("inline")
+async def test_a_watched_request_reads_through_its_watcher(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request the watch took over still gets its whole body through the watcher."""
+
+    async def slow_echo(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await trio.sleep(3)  # lingers, not reading: a watcher starts at 1 s
+        await echo(scope, receive, send)
+
+    middleware = SessionMiddleware(slow_echo, disconnect_watch=1)
+    async with serving(middleware):
+        response = await request(
+            middleware, method="POST", chunks=[b"ab", b"cd"], chunk_delay=0.5
+        )
+        assert (response.status, response.body) == (200, b"abcd")
+        assert trio.current_time() == 3
+        assert counts(middleware) == totals(created=1, succeeded=1)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("inline", "yes", TypeError),
+        ("inline", None, TypeError),
+        ("disconnect_watch", -1, ValueError),
+        ("disconnect_watch", float("nan"), ValueError),
+        ("disconnect_watch", "1", TypeError),
+    ],
+)
+def test_bad_mode_options_are_refused_by_name(
+    option: str, value: Any, error: type[Exception]
+) -> None:
+    """A wrong inline or disconnect_watch is refused at construction, by name."""
+    with pytest.raises(error, match=option):
+        _Middleware(hello, **{option: value})
 
 
 def partial_request(app: Any, **kwargs: Any) -> Any:
@@ -457,7 +569,7 @@ async def test_slow_client_body_is_cut_off_at_the_deadline(
     assert counts(middleware) == totals(created=1, timed_out=1)
 
 
-@spawned_only
+@only_in("spawned")
 async def test_unlimited_body_waits_for_the_app_to_catch_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -853,7 +965,7 @@ def cancel_every_session(manager: ts.SessionManager) -> Callable[[], None]:
     return cancel
 
 
-@spawned_only  # an inline session starts in the step it is admitted
+@only_in("spawned")  # an inline session starts in the step it is admitted
 async def test_session_cancelled_before_its_first_step_is_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
