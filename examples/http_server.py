@@ -46,13 +46,7 @@ DEFAULT_FLEET_LIMIT = 100
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``trio-sessions serve``'s options, and the fleet's."""
     parser, serving = options.example_parser(PROG, __doc__.splitlines()[0], port=8000)
-    serving.add_argument(
-        "--max-body-bytes",
-        type=options.count("--max-body-bytes", 0),
-        default=1_048_576,
-        metavar="N",
-        help="largest request body, 413 beyond; default: %(default)s",
-    )
+    options.add_http_options(serving)
     serving.add_argument(
         "--no-middleware",
         action="store_true",
@@ -101,6 +95,7 @@ async def main(args: argparse.Namespace) -> int:
         config,
         use_middleware=not args.no_middleware,
         max_body_bytes=args.max_body_bytes,
+        inline=not args.spawned,
         guard=guard,
     )
     return await serve(

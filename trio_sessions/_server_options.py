@@ -32,6 +32,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ListenError",
+    "add_http_options",
     "add_session_options",
     "cannot_listen",
     "count",
@@ -178,6 +179,26 @@ def add_session_options(
         "default: 5",
     )
     return group
+
+
+def add_http_options(serving: argparse._ArgumentGroup) -> None:
+    """The HTTP servers' own options (``trio-sessions serve``, the HTTP example)::
+
+    add_http_options(add_session_options(parser, port=8000))
+    """
+    serving.add_argument(
+        "--max-body-bytes",
+        type=count("--max-body-bytes", minimum=0),
+        default=1_048_576,
+        metavar="N",
+        help="largest request body, 413 beyond; default: %(default)s",
+    )
+    serving.add_argument(
+        "--spawned",
+        action="store_true",
+        help="run each request's session in a task of its own, not inline in "
+        "the server's request task (SessionMiddleware's inline=False)",
+    )
 
 
 def example_parser(

@@ -43,6 +43,7 @@ def build_app(
     max_body_bytes: int | None,
     use_middleware: bool = True,
     guard: AdmissionGuard | None = None,
+    inline: bool = True,
 ) -> ASGIApp:
     """Return the demo app, wrapped in :class:`~trio_sessions.asgi.SessionMiddleware`.
 
@@ -51,7 +52,8 @@ def build_app(
     :class:`~trio_sessions.redis.RedisSessionLimit`, its fleet gauges);
     ``/metrics`` and ``/healthz`` run outside any session.
     ``use_middleware=False`` returns the bare app, the baseline of the
-    benchmarks::
+    benchmarks; ``inline=False`` runs each request's session in a task of its
+    own (see :class:`~trio_sessions.asgi.SessionMiddleware`)::
 
         app = build_app(SessionConfig(max_sessions=10), max_body_bytes=65536)
     """
@@ -116,6 +118,7 @@ def build_app(
         max_body_bytes=max_body_bytes,
         exclude_paths={"/metrics", "/healthz"},
         guard=guard,
+        inline=inline,
     )
     collector.add("http", middleware)
     if isinstance(guard, FleetSource):

@@ -13,8 +13,8 @@ import sys
 from .._server_options import (
     EPILOG,
     EXIT_USAGE,
+    add_http_options,
     add_session_options,
-    count,
     missing_extra,
     session_config,
 )
@@ -41,14 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = f"{parser.epilog}\n\n{EPILOG}" if parser.epilog else EPILOG
-    serving = add_session_options(parser, port=8000)
-    serving.add_argument(
-        "--max-body-bytes",
-        type=count("--max-body-bytes", minimum=0),
-        default=1_048_576,
-        metavar="N",
-        help="largest request body, 413 beyond; default: %(default)s",
-    )
+    add_http_options(add_session_options(parser, port=8000))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +69,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from ..demo import build_app, serve
 
     config = session_config(args)
-    app = build_app(config, max_body_bytes=args.max_body_bytes)
+    app = build_app(config, max_body_bytes=args.max_body_bytes, inline=not args.spawned)
     return await serve(
         app, host=args.host, port=args.port, shutdown_timeout=config.shutdown_timeout
     )
