@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 from hypercorn_server import running_server
 
 from trio_sessions import loadtest
+from trio_sessions.loadtest._client import Target
 
 STALL = 0.3
 
@@ -277,3 +279,13 @@ async def test_cut_and_garbled_answers_are_errors() -> None:
     garbled = only_error(await load_raw(b"SMTP ready\r\n\r\n", 1))
     assert garbled.startswith("protocol error on request 1 "), garbled
     assert "not an HTTP/1.1 answer" in garbled
+
+
+def test_target_encodes_what_a_request_line_cannot_hold() -> None:
+    """Spaces and non-ASCII characters are percent-encoded; escapes stay as they are."""
+    target = Target.parse("http://example.test:8080/a b/é?q=1 2&r=%20")
+    assert target.path == "/a%20b/%C3%A9?q=1%202&r=%20"
+    assert target.host_header == "example.test:8080"
+    assert Target.parse("https://example.test/").host_header == "example.test"
+    with pytest.raises(ValueError, match="expected an http:// or https:// URL"):
+        Target.parse("ftp://example.test/")

@@ -13,7 +13,7 @@ import socket
 import ssl
 import sys
 from typing import Protocol, final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import attrs
 import httptools
@@ -55,6 +55,9 @@ class Target:
         https = parts.scheme == "https"
         port = parts.port or (443 if https else 80)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Spaces and non-ASCII characters cannot go in a request line as
+        # they are: percent-encode them, and leave what is encoded already.
+        path = quote(path, safe="!#$%&'()*+,/:;=?@[]~")
         return cls(url=url, https=https, host=parts.hostname, port=port, path=path)
 
     @property
@@ -140,17 +143,13 @@ class Connection:
         Raises:
           RequestFailed: no complete answer (see its ``kind``).
         """
-        reused = self._stream is not None
         try:
-            return await self._exchange(reused)
-        except _Stale:
-            await self.aclose()
             try:
-                return await self._exchange(False)
-            except _Stale:  # pragma: no cover - a new connection is not stale
-                raise RequestFailed(
-                    "closed", "the server closed the connection"
-                ) from None
+                return await self._exchange(reused=self._stream is not None)
+            except _Stale:
+                await self.aclose()
+                # On a new connection, _exchange raises no _Stale.
+                return await self._exchange(reused=False)
         except BaseException:
             await self.aclose()
             raise
