@@ -21,6 +21,7 @@ import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
+from session_helpers import compact_size
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import trio_sessions as ts
+from trio_sessions._metadata import MeasuredMetadata
 from trio_sessions.asgi import (
     Message,
     Receive,
@@ -393,6 +395,30 @@ async def test_client_disconnect_cancels_session_and_frees_slot(
         # The slot is free again.
         middleware.app = hello
         assert (await request(middleware)).status == 200
+
+
+# Mostly the characters JSON writes as themselves, and the few it escapes.
+REQUEST_TEXT = st.text(
+    st.one_of(st.sampled_from('"\\\x00\x1f\x7f\u00e9\u2028\ud800'), st.characters()),
+    max_size=12,
+) | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@given(method=REQUEST_TEXT, path=REQUEST_TEXT, host=REQUEST_TEXT)
+def test_request_metadata_counts_its_compact_json_bytes(
+    method: str, path: str, host: str
+) -> None:
+    """The metadata measured without encoding counts exactly API.md's bytes."""
+    middleware = _Middleware(hello)
+    scope = {"method": method, "path": path, "client": (host, 80)}
+    metadata = middleware._metadata(scope)
+    assert metadata is not None
+    if isinstance(metadata, MeasuredMetadata):
+        mapping: Any = metadata.mapping
+        assert metadata.size == compact_size(dict(mapping))
+    else:
+        mapping = metadata
+    assert dict(mapping) == {"method": method, "path": path, "client": f"{host}:80"}
 
 
 @only_in("inline")

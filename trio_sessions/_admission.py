@@ -31,7 +31,12 @@ from ._errors import (
 from ._guard import AdmissionGuard
 from ._inline import SessionBlock
 from ._latency import LatencyRecorder
-from ._metadata import EMPTY_METADATA, encode_metadata
+from ._metadata import (
+    EMPTY_METADATA,
+    MeasuredMetadata,
+    encode_metadata,
+    over_limit_error,
+)
 from ._session import Outcome, Session
 from ._shutdown import Drain
 from ._validate import check_seconds
@@ -47,6 +52,8 @@ logger = logging.getLogger("trio_sessions")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
+# A session's metadata as admission takes it: as given, or measured already.
+Metadata = Mapping[str, Any] | MeasuredMetadata | None
 
 # Session ids are unique in the process, so logs of several managers never clash.
 _next_number = itertools.count(1).__next__
@@ -168,17 +175,27 @@ class Admission:
             or get_ident() != self._thread
         ):
             raise self._refusal(fn)
-        return self._admit(self._take_slot(metadata, timeout, name), fn, args)
+        # The coroutine first: a wrong fn is refused before anything is taken.
+        coro = _coroutine_of(fn, args)
+        try:
+            session: Session[T] = self._admit_now(metadata, timeout, name)
+        except BaseException:
+            coro.close()
+            raise
+        # A str name spares trio formatting one from the function at each spawn.
+        self._spawn(self._session_task, session, coro, name=session._name or _TASK_NAME)
+        return session
 
-    def _take_slot(
+    def _admit_now(
         self,
-        metadata: Mapping[str, Any] | None,
+        metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
     ) -> Session[Any]:
-        """A new session holding a token, or a refusal: both nowait forms' admission.
+        """Admit a new session at once, or refuse: both nowait forms' admission.
 
-        Its caller has passed the gate (a slot may be free, on this thread).
+        Its caller has passed the gate (a slot may be free, on this thread);
+        the session returned holds a token and is registered.
         """
         if timeout is CONFIG_DEFAULT:
             seconds = self._default_timeout
@@ -204,6 +221,7 @@ class Admission:
         except trio.WouldBlock:
             # A freed token was handed to a queued caller that has not run yet.
             raise self._refuse("capacity", new_capacity_error()) from None
+        self._register(session)
         return session
 
     def session(
@@ -272,7 +290,7 @@ class Admission:
 
     async def _enter(
         self,
-        metadata: Mapping[str, Any] | None,
+        metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
     ) -> Session[None]:
@@ -294,7 +312,7 @@ class Admission:
 
     def _enter_nowait(
         self,
-        metadata: Mapping[str, Any] | None,
+        metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
     ) -> Session[None]:
@@ -303,16 +321,13 @@ class Admission:
             if get_ident() != self._thread:
                 raise foreign_thread_error()
             raise self._gate_refusal("session_nowait", "async with manager.session()")
-        return self._enter_admitted(self._take_slot(metadata, timeout, name))
+        session: Session[None] = self._admit_now(metadata, timeout, name)
+        # Admitted and started in the same step: one reading of the clock.
+        session._enter_scope(session._created_at)
+        return session
 
     def _enter_admitted(self, session: Session[None]) -> Session[None]:
         """Register ``session`` (holding its token) and enter its deadline's scope."""
-        if session._metadata_bytes and self._admit_budget is not None:
-            try:
-                self._check_budget(session)
-            except BaseException:
-                self._limiter.release_on_behalf_of(session)
-                raise
         self._register(session)
         session._enter_scope(self._now())
         return session
@@ -465,7 +480,7 @@ class Admission:
 
     async def _wait_for_admission(
         self,
-        metadata: Mapping[str, Any] | None,
+        metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
     ) -> tuple[Session[Any], float | None]:
@@ -588,7 +603,7 @@ class Admission:
 
     def _new_session(
         self,
-        metadata: Mapping[str, Any] | None,
+        metadata: Metadata,
         seconds: float | None,
         name: str | None,
         now: float,
@@ -598,6 +613,11 @@ class Admission:
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if metadata is None:
             copy, size = EMPTY_METADATA, 0
+        elif type(metadata) is MeasuredMetadata:
+            copy, size = metadata.mapping, metadata.size
+            limit = self._config.max_session_metadata_bytes
+            if limit is not None and size > limit:
+                raise self._refuse("metadata", over_limit_error(size, limit))
         else:
             try:
                 copy, size = encode_metadata(
@@ -615,44 +635,60 @@ class Admission:
         args: tuple[Any, ...],
     ) -> Session[T]:
         """Register ``session`` (which holds a token) and spawn its task."""
-        size = session._metadata_bytes
         try:
-            if size and self._admit_budget is not None:
-                self._check_budget(session)
-            coro = fn(*args)
-            if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
-                raise _not_a_coroutine(fn, coro)
+            coro = _coroutine_of(fn, args)
         except BaseException:
             self._limiter.release_on_behalf_of(session)
             raise
-        self._register(session)
-        # A str name spares trio formatting one from the function at each spawn.
+        try:
+            self._register(session)
+        except BaseException:
+            coro.close()
+            raise
         self._spawn(self._session_task, session, coro, name=session._name or _TASK_NAME)
         return session
 
     def _register(self, session: Session[Any]) -> None:
-        """Put ``session``, which holds a token and fits the budget, in the registry."""
+        """Put ``session``, which holds a token, in the registry, or refuse it.
+
+        Its metadata must fit the budget over all live sessions; if not, its
+        token goes back and it is refused.
+        """
+        size = session._metadata_bytes
+        if size:
+            total = self._metadata_bytes + size
+            if self._admit_budget is not None and total > self._admit_budget:
+                self._limiter.release_on_behalf_of(session)
+                raise self._over_budget(size, total)
+            self._metadata_bytes = total
+            if total > self._peak_metadata_bytes:
+                self._peak_metadata_bytes = total
         sessions = self._sessions
         sessions[session._number] = session
         active = len(sessions)
         if active > self._peak_active:
             self._peak_active = active
-        size = session._metadata_bytes
-        if size:
-            total = self._metadata_bytes + size
-            self._metadata_bytes = total
-            if total > self._peak_metadata_bytes:
-                self._peak_metadata_bytes = total
 
     def _check_budget(self, session: Session[Any]) -> None:
-        budget = self._admit_budget
+        """Refuse ``session`` now if its metadata would go over the budget."""
         size = session._metadata_bytes
         total = self._metadata_bytes + size
-        if budget is not None and total > budget:
-            raise self._refuse(
-                "metadata",
-                MetadataError(
-                    f"metadata of {size} bytes would bring the live total to "
-                    f"{total}, over max_metadata_bytes={budget}"
-                ),
-            )
+        if self._admit_budget is not None and total > self._admit_budget:
+            raise self._over_budget(size, total)
+
+    def _over_budget(self, size: int, total: int) -> MetadataError:
+        return self._refuse(
+            "metadata",
+            MetadataError(
+                f"metadata of {size} bytes would bring the live total to "
+                f"{total}, over max_metadata_bytes={self._admit_budget}"
+            ),
+        )
+
+
+def _coroutine_of(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+    """``fn(*args)``, which must be a coroutine: what a session task runs."""
+    coro = fn(*args)
+    if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
+        raise _not_a_coroutine(fn, coro)
+    return coro

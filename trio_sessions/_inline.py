@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._config import ConfigDefault
+from ._metadata import MeasuredMetadata
 from ._session import Outcome, Session
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class SessionBlock:
     def __init__(
         self,
         manager: Admission,
-        metadata: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | MeasuredMetadata | None,
         timeout: float | ConfigDefault | None,
         name: str | None,
         wait: bool,

@@ -5,11 +5,29 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, final
 
 from ._errors import MetadataError
 
 EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+@final
+class MeasuredMetadata:
+    """Metadata already copied and measured by its maker: a read-only mapping, a size.
+
+    For code of this package that builds a session's metadata itself and can
+    measure it for less than encoding it (the middleware's method, path and
+    client); admission then checks only the limits. ``size`` must be what
+    :func:`metadata_size` says of ``mapping``.
+    """
+
+    __slots__ = ("mapping", "size")
+
+    def __init__(self, mapping: Mapping[str, Any], size: int) -> None:
+        self.mapping = mapping
+        self.size = size
+
 
 _encode = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
@@ -26,6 +44,13 @@ def _is_flat(plain: dict[Any, Any]) -> bool:
     """Whether every key is a str and every value a JSON scalar (exact types)."""
     return all(map(_SCALARS.__contains__, map(type, plain.values()))) and all(
         map(_STR.__contains__, map(type, plain))
+    )
+
+
+def over_limit_error(size: int, limit: int) -> MetadataError:
+    """The refusal of one session's metadata of ``size`` bytes, over ``limit``."""
+    return MetadataError(
+        f"metadata is {size} bytes, over max_session_metadata_bytes={limit}"
     )
 
 
@@ -56,9 +81,7 @@ def encode_metadata(
     except (TypeError, ValueError, RecursionError) as exc:
         raise MetadataError(f"metadata is not JSON-encodable: {exc}") from exc
     if limit is not None and size > limit:
-        raise MetadataError(
-            f"metadata is {size} bytes, over max_session_metadata_bytes={limit}"
-        )
+        raise over_limit_error(size, limit)
     if _is_flat(plain):
         # str keys and scalar values decode to equal objects: the dict is the
         # copy, without parsing the text back (the middleware's common case).

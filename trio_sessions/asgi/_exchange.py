@@ -29,6 +29,9 @@ _FINAL_BODY = frozenset(
     {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
 )
 
+# The queue of an exchange that has no pump: never appended to.
+_NO_MESSAGES: deque[Message] = deque(maxlen=0)
+
 # How many request-body messages may sit between the server and the app when no
 # body limit bounds them in bytes.
 _UNLIMITED_BODY_BUFFER = 16
@@ -59,7 +62,6 @@ class Exchange:
         "_send",
         "_taken",
         "disconnected",
-        "done",
         "finished",
         "over",
         "reading",
@@ -77,7 +79,6 @@ class Exchange:
         receive: Receive,
         send: Send,
         limit: int | None,
-        pumped: bool,
     ) -> None:
         self._middleware = middleware
         self._receive = receive
@@ -85,12 +86,10 @@ class Exchange:
         # The middleware's own answers (503, 504...) go past the app's send.
         self.send_to_server = send
         self._limit = limit
-        # Cancelled when the app returns: the pump stops reading for it.
-        self.done = trio.CancelScope()
         # A deque and parking lots, not a memory channel: this is per request,
         # and the channel's machinery costs more than the whole hand-over. The
         # lots are made only for a reader that has to wait: most never does.
-        self._queue: deque[Message] = deque()
+        self._queue: deque[Message] = _NO_MESSAGES
         self._arrived: trio.lowlevel.ParkingLot | None = None
         self._taken: trio.lowlevel.ParkingLot | None = None
         self.received = 0
@@ -99,7 +98,7 @@ class Exchange:
         self.started = False
         self.finished = False
         # Whether the pump reads the server for the app (else the app does).
-        self._pumping = pumped
+        self._pumping = False
         self.session: Session | None = None
         # The app is inside a read of the server (no watcher may start then).
         self.reading = False
@@ -170,6 +169,19 @@ class Exchange:
         self.session.cancel()
         return True
 
+    def start_pump(self, session: Session) -> trio.CancelScope:
+        """From now on the pump reads the server for the app, until ``session`` ends.
+
+        Returns the scope to run :meth:`pump` in: it is cancelled in the step
+        the session completes, however it ends, even if the app never ran.
+        """
+        self.session = session
+        self._pumping = True
+        self._queue = deque()
+        done = trio.CancelScope()
+        session._cancel_when_done(done)
+        return done
+
     def watch(self, spawn: Callable[..., object]) -> None:
         """Start pumping for an inline session's app in a task of its own.
 
@@ -178,12 +190,10 @@ class Exchange:
         """
         assert self.session is not None
         assert not self.reading
-        self._pumping = True
-        self.session._cancel_when_done(self.done)
-        spawn(self._watch)
+        spawn(self._watch, self.start_pump(self.session))
 
-    async def _watch(self) -> None:
-        with self.done:
+    async def _watch(self, done: trio.CancelScope) -> None:
+        with done:
             await self.pump()
 
     async def pump(self) -> None:

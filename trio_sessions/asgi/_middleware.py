@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, final
 
 import trio
 
-from .._config import SessionConfig, resolve_config
+from .._config import CONFIG_DEFAULT, SessionConfig, resolve_config
 from .._errors import (
     CapacityError,
     MetadataError,
@@ -18,7 +19,9 @@ from .._errors import (
     ShuttingDownError,
 )
 from .._guard import AdmissionGuard
+from .._inline import SessionBlock
 from .._manager import SessionManager, open_session_manager
+from .._metadata import MeasuredMetadata, metadata_size
 from .._session import Outcome, Session
 from .._statistics import SessionStatistics, ShutdownReport
 from .._validate import check_count, check_seconds
@@ -33,6 +36,8 @@ _SUCCESS = Outcome.SUCCESS
 # Outcomes of an inline session that the middleware answers for: the app's own
 # SessionTimeout or SessionCancelled (outcome ERROR) is the app's to answer.
 _ANSWERED = frozenset({Outcome.SUCCESS, Outcome.ERROR})
+# The bytes of {"method":"","path":"","client":""}: the metadata without its text.
+_METADATA_FRAME = metadata_size({"method": "", "path": "", "client": ""})
 
 
 @final
@@ -279,7 +284,7 @@ class SessionMiddleware:
         if limit is not None and _declared_length(scope) > limit:
             await self._reply(send, 413, b"Request body too large\n")
             return
-        exchange = Exchange(self, receive, send, limit, pumped=not self._inline)
+        exchange = Exchange(self, receive, send, limit)
         metadata = self._metadata(scope)
         if self._inline:
             await self._serve_inline(manager, scope, exchange, metadata)
@@ -291,16 +296,15 @@ class SessionMiddleware:
         manager: SessionManager,
         scope: Scope,
         exchange: Exchange,
-        metadata: dict[str, str] | None,
+        metadata: MeasuredMetadata | dict[str, str] | None,
     ) -> None:
         """The request as an inline session: the app runs in this, the server's task."""
         while True:
             # Admission that cannot wait needs no checkpoint of its own: the
             # app's first step, or the server's after it, is one anyway.
-            if not manager._can_wait or not manager._may_wait():
-                block = manager.session_nowait(metadata=metadata)
-            else:
-                block = manager.session(metadata=metadata)
+            # The block made directly: the metadata is measured already.
+            wait = manager._can_wait and manager._may_wait()
+            block = SessionBlock(manager, metadata, CONFIG_DEFAULT, None, wait)
             session: Session[None] | None = None
             try:
                 async with block as session:
@@ -380,12 +384,14 @@ class SessionMiddleware:
         manager: SessionManager,
         scope: Scope,
         exchange: Exchange,
-        metadata: dict[str, str] | None,
+        metadata: MeasuredMetadata | Mapping[str, str] | None,
     ) -> None:
         """The request as a session in a task of its own; this task pumps for it."""
         # Admission that cannot wait needs no checkpoint of its own: reading
         # the request below is one anyway.
         nowait = not manager._can_wait
+        if type(metadata) is MeasuredMetadata:
+            metadata = metadata.mapping  # the public API measures it again
         while True:
             try:
                 if nowait or not manager._may_wait():
@@ -406,11 +412,8 @@ class SessionMiddleware:
         # the session completes, however it ends: even one cancelled before the
         # app's first step, which never runs the app, stops the pump and gets
         # its answer.
-        exchange.session = session
-        done = exchange.done
-        session._cancel_when_done(done)
         try:
-            with done:
+            with exchange.start_pump(session):
                 await exchange.pump()
             if session.outcome is not _SUCCESS:  # usually decided by now
                 await session.wait()
@@ -483,15 +486,29 @@ class SessionMiddleware:
     async def _run_app(self, scope: Scope, exchange: Exchange) -> None:
         await self.app(scope, exchange.receive, exchange.send)
 
-    def _metadata(self, scope: Scope) -> dict[str, str] | None:
+    def _metadata(self, scope: Scope) -> MeasuredMetadata | dict[str, str] | None:
+        """The request's method, path and client, as its session's metadata."""
         client = scope.get("client")
         method = str(scope.get("method", ""))
         path = str(scope.get("path", ""))
         peer = f"{client[0]}:{client[1]}" if client else ""
         metadata = {"method": method, "path": path, "client": peer}
+        text = method + path + peer
+        if (
+            text.isascii()
+            and text.isprintable()
+            and '"' not in text
+            and "\\" not in text
+        ):
+            # JSON writes these characters as themselves: the size is counted,
+            # not encoded, and this fresh dict needs no copy.
+            size = _METADATA_FRAME + len(text)
+            limit = self.config.max_session_metadata_bytes
+            if limit is None or size <= limit:
+                return MeasuredMetadata(MappingProxyType(metadata), size)
         limit = self.config.max_session_metadata_bytes
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
-        if limit is None or 6 * (len(method) + len(path) + len(peer)) + 40 <= limit:
+        if limit is None or 6 * len(text) + 40 <= limit:
             return metadata
         return fit_metadata(metadata, limit)
 
