@@ -119,7 +119,7 @@ def package(session: nox.Session) -> None:
     bin_dir = "Scripts" if sys.platform == "win32" else "bin"
     # Each venv, the extra it installs, and what must not have come with it.
     users = (
-        ("user", "", ["rich", "httpx", "pytest"]),
+        ("user", "", ["rich", "httptools", "plotly", "pytest"]),
         ("user-cli", "[cli]", ["pytest"]),
     )
     for name, extra, absent in users:
@@ -172,6 +172,13 @@ def e2e(session: nox.Session) -> None:
         "--rounds",
         "3",
     )
+
+
+@nox.session(default=False)
+def bench_loadclient(session: nox.Session) -> None:
+    """The load client beside wrk -t1, against trio-sessions serve and the bare app."""
+    session.install("-e", ".[cli,servers]")
+    session.run("python", "benchmarks/bench_loadclient.py", *session.posargs)
 
 
 @nox.session(default=False)

@@ -2,7 +2,7 @@
 
 Each subcommand has its own module, ``_loadtest`` (with ``_render`` to show
 its report) and ``_serve``; what they share is in ``_usage``. Their heavy
-imports (rich, httpx, Hypercorn) wait until a run needs them.
+imports (rich, httptools, plotly, Hypercorn) wait until a run needs them.
 """
 
 from __future__ import annotations
