@@ -65,7 +65,8 @@ class SessionMiddleware:
     manager; a second signal cancels the server at once. See
     :doc:`/howto/sigterm`.
 
-    Each request becomes a session whose metadata holds its method, path and
+    Each request becomes a session (inline, in the server's own request
+    task, unless ``inline=False``) whose metadata holds its method, path and
     client address (the path is shortened to fit ``max_session_metadata_bytes``).
     The protocol's answers:
 
@@ -82,7 +83,9 @@ class SessionMiddleware:
       of time) before the response started: ``503``, whatever instant the
       cancellation lands, even before the app's first step;
     - the client disconnecting: the session is cancelled (outcome
-      ``CANCELLED``), which frees its slot at once; a response completed by
+      ``CANCELLED``), which frees its slot: at once if the app reads its
+      ``receive`` (or with ``inline=False``), else once the request has run
+      ``disconnect_watch`` seconds; a response completed by
       ``http.response.pathsend`` or ``http.response.zerocopysend`` is complete
       like any other, so work after it (background tasks) goes on;
     - the app raising: the exception propagates to the server, which answers 500.
@@ -119,13 +122,20 @@ class SessionMiddleware:
         such as the fleet-wide :class:`~trio_sessions.redis.RedisSessionLimit`;
         its refusals (``global_capacity``, ``backend_unavailable``) are answered
         with ``503`` and ``Retry-After``.
+      inline: Run each request's session inline, in the server's request
+        task (the default); ``False`` runs it in a task of its own, while the
+        request's task reads the server's messages for it.
+      disconnect_watch: Seconds after which an inline request still running
+        gets a watcher task that cancels its session if the client leaves
+        (an app reading its ``receive`` sees that at once anyway); ``None``
+        for no watch. See :doc:`/howto/asgi`.
       **overrides: :class:`SessionConfig` fields, as for :func:`open_session_manager`.
 
     Raises:
       TypeError: if both ``manager`` and a configuration are given, or for an
         unknown configuration field.
-      ValueError: for an invalid ``retry_after``, ``max_body_bytes`` or
-        ``exclude_paths`` entry.
+      ValueError: for an invalid ``retry_after``, ``max_body_bytes``,
+        ``disconnect_watch`` or ``exclude_paths`` entry.
     """
 
     def __init__(
