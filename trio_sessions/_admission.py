@@ -122,6 +122,7 @@ class Admission:
     _max_waiting: int
     _default_timeout: float | None
     _admit_budget: int | None
+    _metadata_limit: int | None
     _rejections: dict[str, int]
     _waiting: int
     _waiter_scopes: set[trio.CancelScope]
@@ -210,6 +211,21 @@ class Admission:
                 None,
                 EMPTY_METADATA,
                 0,
+                seconds,
+                self._now(),
+                self._thread,
+            )
+        elif (
+            type(metadata) is MeasuredMetadata
+            and name is None
+            and (self._metadata_limit is None or metadata.size <= self._metadata_limit)
+        ):
+            # Measured, and within the limit, already (the middleware's).
+            session = Session(
+                _next_number(),
+                None,
+                metadata.mapping,
+                metadata.size,
                 seconds,
                 self._now(),
                 self._thread,
@@ -615,7 +631,7 @@ class Admission:
             copy, size = EMPTY_METADATA, 0
         elif type(metadata) is MeasuredMetadata:
             copy, size = metadata.mapping, metadata.size
-            limit = self._config.max_session_metadata_bytes
+            limit = self._metadata_limit
             if limit is not None and size > limit:
                 raise self._refuse("metadata", over_limit_error(size, limit))
         else:

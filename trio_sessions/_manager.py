@@ -70,6 +70,7 @@ class SessionManager(Admission):
         "_guard_stopped",
         "_limiter",
         "_max_waiting",
+        "_metadata_limit",
         "_now",
         "_nowait_limit",
         "_rejections",
@@ -106,6 +107,7 @@ class SessionManager(Admission):
         self._can_wait = guard is not None or config.max_waiting > 0
         self._default_timeout = config.request_timeout
         self._admit_budget = config.max_metadata_bytes
+        self._metadata_limit = config.max_session_metadata_bytes
         # Keyed by the session's number: its id string is only made on demand.
         self._sessions: dict[int, Session[Any]] = {}
         self._sessions_view = SessionsView(self._sessions)

@@ -172,6 +172,7 @@ class SessionMiddleware:
         self._retry_after = str(retry_after).encode("ascii")
         self._max_body_bytes = max_body_bytes
         self._exclude_exact, self._exclude_prefixes = _exclusions(exclude_paths)
+        self._metadata_limit = config.max_session_metadata_bytes
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be a bool, not {type(inline).__name__}")
         self._inline = inline
@@ -504,6 +505,7 @@ class SessionMiddleware:
         peer = f"{client[0]}:{client[1]}" if client else ""
         metadata = {"method": method, "path": path, "client": peer}
         text = method + path + peer
+        limit = self._metadata_limit
         if (
             text.isascii()
             and text.isprintable()
@@ -513,10 +515,8 @@ class SessionMiddleware:
             # JSON writes these characters as themselves: the size is counted,
             # not encoded, and this fresh dict needs no copy.
             size = _METADATA_FRAME + len(text)
-            limit = self.config.max_session_metadata_bytes
             if limit is None or size <= limit:
                 return MeasuredMetadata(MappingProxyType(metadata), size)
-        limit = self.config.max_session_metadata_bytes
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
         if limit is None or 6 * len(text) + 40 <= limit:
             return metadata
