@@ -4,21 +4,28 @@ Runs each server variant of ``benchmarks/wrk_e2e.py`` on a loopback port under
 ``valgrind --tool=callgrind``:
 
 - ``bare``: ``examples/http_server.py --no-middleware``, the app alone;
+- ``middleware``: ``examples/http_server.py``, every request an inline session
+  in the server's request task (the middleware's default);
+- ``middleware-spawned``: ``examples/http_server.py --spawned``, every request
+  a session in a task of its own (the middleware's ``inline=False``);
 - ``floor``: ``benchmarks/http_floor.py``, the app with one extra Trio task per
-  request, the least a session per request can cost;
-- ``middleware``: ``examples/http_server.py``, every request a session.
+  request, the least a spawned session per request can cost;
+- ``floor-inline``: ``benchmarks/http_floor.py --inline``, one limiter token
+  and one deadline scope per request in the server's task, the least an
+  inline session can cost.
 
 A plain blocking-socket client sends keep-alive ``GET /`` requests over four
 connections, one request at a time, and valgrind reports how many instructions
 the server executed in all. Each variant runs twice, with two request counts;
 the difference of the totals divided by the difference of the counts is the
 cost of one request, with start-up and shutdown cancelled out. The ratios are
-those of ``wrk_e2e.py``: one server's throughput over another's if both were
-CPU-bound, the inverse of their instructions per request. Unlike wrk's
-requests/s, which move by several percent between runs on a shared machine,
-instruction counts repeat to within about 0.1%, so small changes to the hot
-path show. Needs valgrind (Debian: ``apt-get install valgrind``); takes a few
-minutes, less with ``--jobs`` (servers measured side by side)::
+of instructions per request (the middleware's target: at most 1.06x bare's),
+with the throughput ratio the servers would have if CPU-bound beside them, as
+``wrk_e2e.py`` measures it. Unlike wrk's requests/s, which move by several
+percent between runs on a shared machine, instruction counts repeat to within
+about 0.1%, so small changes to the hot path show. Needs valgrind (Debian:
+``apt-get install valgrind``); takes a few minutes, less with ``--jobs``
+(servers measured side by side)::
 
     python benchmarks/callgrind_http.py [--variants bare middleware]
         [--counts 300 1300] [--jobs 2] [--json callgrind.json]
@@ -27,46 +34,46 @@ minutes, less with ``--jobs`` (servers measured side by side)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
-import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "http_server.py"
-FLOOR = ROOT / "benchmarks" / "http_floor.py"
+import _harness
+
+ROOT = _harness.ROOT
 # Capacity well above the four connections: measure the overhead, not refusals.
-VARIANTS: dict[str, tuple[Path, tuple[str, ...]]] = {
-    "bare": (EXAMPLE, ("--no-middleware",)),
-    "floor": (FLOOR, ("--max-sessions", "1000")),
-    "middleware": (EXAMPLE, ("--max-sessions", "1000")),
-}
-RATIOS = (("middleware", "bare"), ("floor", "bare"), ("middleware", "floor"))
+CAPACITY = 1000
+
+
+class Ratio(NamedTuple):
+    """``top`` / ``bottom`` instructions per request, at most ``bound`` if set."""
+
+    top: str
+    bottom: str
+    bound: float | None = None
+
+
+RATIOS = (
+    Ratio("middleware", "bare", 1.06),
+    Ratio("middleware-spawned", "bare"),
+    Ratio("floor-inline", "bare"),
+    Ratio("middleware", "floor-inline"),
+    Ratio("floor", "bare"),
+    Ratio("middleware-spawned", "floor"),
+)
 CONNECTIONS = 4
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 # Python runs many times slower under valgrind than natively.
 START_TIMEOUT = 300.0
 IO_TIMEOUT = 60.0
-
-
-def find_valgrind() -> str:
-    """Return valgrind's path, or exit with how to install it."""
-    path = shutil.which("valgrind")
-    if path is None:
-        sys.exit("valgrind not found: apt-get install valgrind (Debian/Ubuntu)")
-    return path
 
 
 def fetch(sock: socket.socket) -> None:
@@ -120,16 +127,16 @@ def read_port(process: subprocess.Popen[str]) -> int:
 
 def count_instructions(valgrind: str, variant: str, requests: int) -> int:
     """Run ``variant`` under callgrind, serve ``requests`` requests; total Ir."""
-    script, options = VARIANTS[variant]
-    argv = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    argv += [sys.executable, str(script), "--port", "0", *options]
-    # A fixed hash seed: the same dict and set layouts every run, one less
-    # source of run-to-run differences (Trio shuffles its run queue anyway).
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
+    server = _harness.http_server_argv(variant, CAPACITY)
+    argv = _harness.command(valgrind, *server, "--port", "0")
     # valgrind's summary goes to stderr, with whatever the server logs.
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=_harness.environment(),
         )
         try:
             drive(read_port(process), requests)
@@ -142,13 +149,7 @@ def count_instructions(valgrind: str, variant: str, requests: int) -> int:
                 process.communicate()
         stderr.seek(0)
         log = stderr.read()
-    totals = re.findall(r"refs:\s+([\d,]+)", log)
-    if process.returncode != 0 or not totals:
-        tail = "\n".join(log.splitlines()[-20:])
-        raise RuntimeError(
-            f"{variant} exited with {process.returncode} and no total:\n{tail}"
-        )
-    return int(totals[-1].replace(",", ""))
+    return _harness.total_instructions(log, variant, process.returncode)
 
 
 def timed_count(valgrind: str, variant: str, requests: int) -> int:
@@ -166,13 +167,11 @@ def timed_count(valgrind: str, variant: str, requests: int) -> int:
 
 def machine(valgrind: str) -> dict[str, Any]:
     """What the numbers were measured with: instruction counts depend on versions."""
-    found = subprocess.run(
-        [valgrind, "--version"], capture_output=True, text=True, check=True
-    )
     return {
+        **_harness.checkout(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
-        "valgrind": found.stdout.strip(),
+        "valgrind": _harness.version(valgrind),
         "versions": {
             name: version(name) for name in ("trio", "hypercorn", "trio-sessions")
         },
@@ -184,13 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         epilog="Needs valgrind (apt-get install valgrind).",
     )
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        choices=list(VARIANTS),
-        default=list(VARIANTS),
-        help="servers to measure (default: all three)",
-    )
+    _harness.add_variants_option(parser)
     parser.add_argument(
         "--counts",
         nargs=2,
@@ -218,44 +211,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    valgrind = find_valgrind()
+    valgrind = _harness.require_valgrind()
     low, high = args.counts
     runs = [
         (variant, requests) for variant in args.variants for requests in (low, high)
     ]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        counted = pool.map(lambda run: timed_count(valgrind, *run), runs)
-        totals = dict(zip(runs, counted, strict=True))
+    source = _harness.source_digest()
+    _harness.cache_bytecode()
+    totals = _harness.run_all(args.jobs, lambda run: timed_count(valgrind, *run), runs)
+    changed = _harness.source_digest() != source
     results: dict[str, dict[str, Any]] = {}
     for variant in args.variants:
-        slope = (totals[variant, high] - totals[variant, low]) / (high - low)
+        counted = [totals[variant, requests] for requests in (low, high)]
         results[variant] = {
             "runs": [
-                {"requests": requests, "instructions": totals[variant, requests]}
-                for requests in (low, high)
+                {"requests": requests, "instructions": total}
+                for requests, total in zip((low, high), counted, strict=True)
             ],
-            "per_request": slope,
+            "per_request": _harness.slope((low, high), counted),
         }
+    instructions: dict[str, float] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    for ratio in RATIOS:
+        if ratio.top in results and ratio.bottom in results:
+            name = f"{ratio.top}/{ratio.bottom}"
+            value = (
+                results[ratio.top]["per_request"] / results[ratio.bottom]["per_request"]
+            )
+            instructions[name] = value
+            if ratio.bound is not None:
+                targets[name] = {"at_most": ratio.bound, "met": value <= ratio.bound}
     # As wrk_e2e.py's ratios: throughput of top over bottom if CPU-bound, so
     # below 1 when top costs more instructions per request.
-    ratios = {
-        f"{top}/{bottom}": results[bottom]["per_request"] / results[top]["per_request"]
-        for top, bottom in RATIOS
-        if top in results and bottom in results
-    }
+    ratios = {name: 1 / value for name, value in instructions.items()}
     print(
         f"callgrind: instructions per GET / over {CONNECTIONS} keep-alive "
         f"connections, slope between {low:,} and {high:,} requests"
     )
     for variant, result in results.items():
-        print(f"  {variant:>10}: {result['per_request'] / 1000:,.0f} K per request")
-    for name, ratio in ratios.items():
-        print(
-            f"  ratio {name:>17}: {ratio:.3f} "
-            f"({1 / ratio:.3f}x the instructions per request)"
+        print(f"  {variant:>18}: {result['per_request'] / 1000:,.1f} K per request")
+    for name, value in instructions.items():
+        target = targets.get(name)
+        verdict = (
+            ""
+            if target is None
+            else f"; target <= {target['at_most']:.2f}x: "
+            f"{'yes' if target['met'] else 'NO'}"
         )
+        print(
+            f"  {name:>29}: {value:.3f}x the instructions per request "
+            f"(throughput if CPU-bound {1 / value:.3f}){verdict}"
+        )
+    if changed:
+        print("WARNING: the source changed during the runs: run again")
     if args.json is not None:
         report = {
+            "source": source,
+            "source_changed_during_runs": changed,
             "settings": {
                 "counts": [low, high],
                 "connections": CONNECTIONS,
@@ -263,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             },
             "machine": machine(valgrind),
             "variants": results,
+            "instruction_ratios": instructions,
             "ratios": ratios,
+            "targets": targets,
         }
-        with args.json.open("w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        _harness.write_json(args.json, report)
     return 0
 
 

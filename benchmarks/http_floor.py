@@ -1,17 +1,26 @@
-"""The raw-Trio floor of SessionMiddleware: examples/http_server.py, task per request.
+"""The raw-Trio floors of SessionMiddleware: examples/http_server.py, bare Trio around.
 
 Serves the example's bare app exactly as ``examples/http_server.py`` does (same
-Hypercorn config, same command line), but hands each HTTP request to a task in
-a long-lived nursery holding a :class:`trio.CapacityLimiter` token under
-:func:`trio.move_on_after`, while the server's request task waits on a
-:class:`trio.Event`. That one extra task per request is what the middleware's
-fixed design costs at least; ``benchmarks/wrk_e2e.py`` measures against it::
+Hypercorn config, same command line), wrapped in the least a session per
+request can cost, in one of two forms:
 
-    python benchmarks/http_floor.py --port 8000 --max-sessions 1000
+- by default, the spawned floor (the middleware's ``inline=False``): each HTTP
+  request is handed to a task in a long-lived nursery holding a
+  :class:`trio.CapacityLimiter` token under :func:`trio.move_on_after`, while
+  the server's request task waits on a :class:`trio.Event`;
+- ``--inline``, the inline floor (the middleware's default): one limiter
+  token and one :class:`trio.CancelScope` with the deadline per request, in
+  the server's own request task, and nothing else.
+
+``benchmarks/wrk_e2e.py`` and ``benchmarks/callgrind_http.py`` measure the
+middleware against them::
+
+    python benchmarks/http_floor.py --port 8000 --max-sessions 1000 [--inline]
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 import sys
@@ -32,6 +41,12 @@ def load_example() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def refuse(send: Any) -> None:
+    """Answer 503, empty: what both floors do when no token is free."""
+    await send({"type": "http.response.start", "status": 503, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
 
 
 class TaskPerRequest:
@@ -63,8 +78,7 @@ class TaskPerRequest:
         try:
             self.limiter.acquire_on_behalf_of_nowait(done)
         except trio.WouldBlock:
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+            await refuse(send)
             return
         self.nursery.start_soon(self._run, scope, receive, send, done)
         await done.wait()
@@ -78,19 +92,60 @@ class TaskPerRequest:
             done.set()
 
 
-def main() -> int:
-    """Run the example's ``main`` with its app wrapped in :class:`TaskPerRequest`."""
+class InlinePerRequest:
+    """ASGI wrapper: one token and one deadline per HTTP request, in its own task.
+
+    The physical floor of an inline session: the server's request task takes
+    a :class:`trio.CapacityLimiter` token and runs the app inside a
+    :class:`trio.CancelScope` whose deadline is the timeout. Everything else
+    but ``http`` goes straight to the app.
+    """
+
+    def __init__(self, app: Any, max_sessions: int, timeout: float | None) -> None:
+        self.app = app
+        self.limiter = trio.CapacityLimiter(max_sessions)
+        self.timeout = math.inf if timeout is None else timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Each request its own borrower: a task may serve several in turn.
+        token = object()
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(token)
+        except trio.WouldBlock:
+            await refuse(send)
+            return
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + self.timeout):
+                await self.app(scope, receive, send)
+        finally:
+            self.limiter.release_on_behalf_of(token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the example's ``main`` with its app wrapped in a floor.
+
+    ``--inline`` picks :class:`InlinePerRequest`, otherwise
+    :class:`TaskPerRequest`; every other option is the example's own.
+    """
+    floor = argparse.ArgumentParser(add_help=False)
+    floor.add_argument("--inline", action="store_true")
+    ours, rest = floor.parse_known_args(argv)
+    wrapper = InlinePerRequest if ours.inline else TaskPerRequest
     example = load_example()
     build_bare = example.build_app
 
-    def build_app(config: Any, *, max_body_bytes: int, **_: Any) -> TaskPerRequest:
+    def build_app(config: Any, *, max_body_bytes: int, **_: Any) -> Any:
         bare = build_bare(config, use_middleware=False, max_body_bytes=max_body_bytes)
-        return TaskPerRequest(bare, config.max_sessions, config.request_timeout)
+        return wrapper(bare, config.max_sessions, config.request_timeout)
 
     # main() looks build_app up in its module at call time: the server, its
     # config and its signal handling stay the example's own.
-    example.build_app = build_app
-    result: int = trio.run(example.main, example.parse_args())
+    setattr(example, "build_app", build_app)  # noqa: B010 - a module's global
+    result: int = trio.run(example.main, example.parse_args(rest))
     return result
 
 

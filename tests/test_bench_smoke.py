@@ -1,4 +1,4 @@
-"""Keep the benchmarks working: tiny counts, one request to the wrk floor server."""
+"""Keep the benchmarks working: tiny counts, a request or two to the floor servers."""
 
 from __future__ import annotations
 
@@ -17,8 +17,15 @@ from e2e_helpers import get, raw_http, run_server
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sessions.py"
 FLOOR = BENCH.parent / "http_floor.py"
 CALLGRIND = BENCH.parent / "callgrind_http.py"
+WRK = BENCH.parent / "wrk_e2e.py"
 SCENARIOS = {"burst", "request", "reject", "memory"}
 CONTENDERS = {"trio_sessions", "raw_trio", "anyio_trio", "asyncio"}
+# CI installs valgrind (.ci/run): there, a missing valgrind fails the test.
+needs_valgrind = pytest.mark.skipif(
+    shutil.which("valgrind") is None
+    and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    reason="needs valgrind",
+)
 
 
 def test_benchmark_runs_with_tiny_counts_and_writes_its_json(tmp_path: Path) -> None:
@@ -74,11 +81,14 @@ def test_breakdown_itemizes_the_difference_by_function() -> None:
     assert "bench_sessions.py:_raw_trio_task" in functions
 
 
-async def test_floor_server_serves_the_example_app(tmp_path: Path) -> None:
-    """The wrk benchmark's floor server answers the example's app and exits cleanly."""
+@pytest.mark.parametrize("form", [[], ["--inline"]], ids=["spawned", "inline"])
+async def test_floor_server_serves_the_example_app(
+    tmp_path: Path, form: list[str]
+) -> None:
+    """Both floor servers answer the example's app and exit cleanly."""
     with trio.fail_after(60):
         async with run_server(
-            [str(FLOOR), "--max-sessions", "4"], tmp_path, name="floor"
+            [str(FLOOR), "--max-sessions", "4", *form], tmp_path, name="floor"
         ) as server:
             status, _, body = await raw_http(server.port, get("/"))
             assert (status, body) == (200, b"hello\n")
@@ -91,25 +101,69 @@ async def test_floor_server_serves_the_example_app(tmp_path: Path) -> None:
             assert status == 0
 
 
-# CI installs valgrind (.ci/run): there, a missing valgrind fails the test.
-@pytest.mark.skipif(
-    shutil.which("valgrind") is None
-    and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
-    reason="needs valgrind",
-)
+async def _hold(port: int, statuses: list[int]) -> None:
+    status, _, _ = await raw_http(port, get("/slow?seconds=60"))
+    statuses.append(status)
+
+
+async def test_inline_floor_refuses_beyond_its_tokens(tmp_path: Path) -> None:
+    """The inline floor holds a token per request: with one held, the next gets 503."""
+    with trio.fail_after(60):
+        async with run_server(
+            [str(FLOOR), "--max-sessions", "1", "--inline"], tmp_path, name="floor"
+        ) as server:
+            async with trio.open_nursery() as nursery:
+                ended: list[int] = []
+                nursery.start_soon(_hold, server.port, ended)
+                for _ in range(500):
+                    status, _, _ = await raw_http(server.port, get("/"))
+                    if status == 503:
+                        break
+                    if ended:
+                        # /slow came while / held the token, and was refused.
+                        ended.clear()
+                        nursery.start_soon(_hold, server.port, ended)
+                    await trio.sleep(0.01)
+                else:
+                    pytest.fail("/ was never refused while /slow held the token")
+                nursery.cancel_scope.cancel()
+            server.signal(signal.SIGTERM)
+            status, _ = await server.wait_exit()
+            assert status == 0
+
+
+@needs_valgrind
 def test_callgrind_benchmark_counts_instructions_per_request(tmp_path: Path) -> None:
-    """The callgrind benchmark runs the bare server with tiny counts and writes JSON."""
+    """The callgrind benchmark runs the inline floor with tiny counts, writes JSON."""
     out = tmp_path / "callgrind.json"
-    argv = [sys.executable, str(CALLGRIND), "--variants", "bare"]
+    argv = [sys.executable, str(CALLGRIND), "--variants", "floor-inline"]
     argv += ["--counts", "20", "40", "--jobs", "2", "--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "K per request" in done.stdout
 
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["settings"]["counts"] == [20, 40]
-    assert set(report["variants"]) == {"bare"}
-    bare = report["variants"]["bare"]
-    assert [run["requests"] for run in bare["runs"]] == [20, 40]
-    assert bare["per_request"] > 0
-    assert report["ratios"] == {}
+    assert set(report["variants"]) == {"floor-inline"}
+    assert "commit" in report["machine"]
+    floor = report["variants"]["floor-inline"]
+    assert [run["requests"] for run in floor["runs"]] == [20, 40]
+    assert floor["per_request"] > 0
+    assert report["ratios"] == report["instruction_ratios"] == {}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_wrk_benchmark_compares_the_inline_floor_with_bare(tmp_path: Path) -> None:
+    """wrk_e2e.py runs two of its variants for a second each and writes the ratio."""
+    out = tmp_path / "wrk.json"
+    argv = [sys.executable, str(WRK), "--variants", "bare", "floor-inline"]
+    argv += ["--duration", "1", "--rounds", "1", "--connections", "4"]
+    argv += ["--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "floor-inline/bare" in done.stdout
+
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert set(report["median_requests_per_second"]) == {"bare", "floor-inline"}
+    assert all(rate > 0 for rate in report["median_requests_per_second"].values())
+    assert set(report["ratios"]) == {"floor-inline/bare"}
