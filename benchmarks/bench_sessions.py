@@ -1,10 +1,16 @@
 """Side-by-side benchmark: trio_sessions against the raw Trio primitives it is built on.
 
-Every contender does the same job (admit, spawn, deadline, release) in its own event
-loop; contenders are interleaved round by round and the best round is kept. Time
-on a shared machine is noisy, so the Python bytecode instructions each session
-executes are counted too (``--opcodes``, on by default): that figure is exactly
-reproducible. Run ``python benchmarks/bench_sessions.py --help`` (or ``nox -s bench``).
+Every contender does the same job (admit, spawn or not, deadline, release) in its
+own event loop. The primary figure is the CPU instructions each session costs,
+counted by valgrind's callgrind (``--callgrind``, on when valgrind is installed):
+each (scenario, contender) runs in a subprocess under callgrind at two session
+counts, and the slope between the totals is the cost of one session, which
+repeats to within a fraction of a percent. Wall-clock time is measured beside it
+(contenders interleaved round by round, best round kept; it moves by several
+percent on a shared machine), and so are the Python bytecode instructions per
+session (``--opcodes``), which weigh every opcode the same but can be itemized
+by function (``--breakdown``). Run ``python benchmarks/bench_sessions.py --help``
+(or ``nox -s bench``).
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ import asyncio
 import cProfile
 import gc
 import hashlib
-import json
 import os
 import platform
 import pstats
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -25,10 +31,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NamedTuple, TypedDict
 
+import _harness
 import trio
-import trio.testing
 
 import trio_sessions as ts
 
@@ -42,18 +48,71 @@ except ImportError:  # pragma: no cover - anyio is in the "bench" extra
 TIMEOUT: Final = 30.0
 
 TRIO_SESSIONS: Final = "trio_sessions"
+# The leanest hand-written Trio that does the same job: the floor.
 RAW_TRIO: Final = "raw_trio"
+# The same job as users write it: ``async with limiter:`` and ``move_on_after``.
+USERS_TRIO: Final = "users_trio"
 ANYIO_TRIO: Final = "anyio_trio"
 ASYNCIO: Final = "asyncio"
-CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, ANYIO_TRIO, ASYNCIO)
+CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, USERS_TRIO, ANYIO_TRIO, ASYNCIO)
+# The contenders counted under callgrind: those the targets compare.
+CALLGRIND_CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, USERS_TRIO)
 
-# Scenario -> (unit, target ratio trio_sessions / raw_trio).
-TARGETS: Final = {
-    "burst": ("us/session", 1.10),
-    "request": ("us/session", 1.05),
-    "reject": ("us/session", 2.0),
-    "memory": ("bytes/session", 1.10),
+
+class Scenario(NamedTuple):
+    """A scenario's unit, and the contender trio_sessions' ratio divides by."""
+
+    unit: str
+    reference: str
+
+
+SCENARIOS: Final = {
+    "burst": Scenario("us/session", RAW_TRIO),
+    "request": Scenario("us/session", RAW_TRIO),
+    "inline": Scenario("us/session", RAW_TRIO),
+    # Both enter through a checkpoint; the leanest raw form does not.
+    "inline_wait": Scenario("us/session", USERS_TRIO),
+    "reject": Scenario("us/session", RAW_TRIO),
+    "memory": Scenario("bytes/session", RAW_TRIO),
 }
+# Traced memory repeats to the byte: its target stays on the wall-clock table.
+MEMORY_TARGET: Final = 1.10
+
+
+class Comparison(NamedTuple):
+    """trio_sessions / ``reference`` in ``scenario``, by instructions per session."""
+
+    scenario: str
+    reference: str
+    # None: the ratio is reported, against no target.
+    bound: float | None = None
+    # The ratio must be below ``bound``, rather than at most ``bound``.
+    strict: bool = False
+
+    def met(self, ratio: float) -> bool | None:
+        """Whether ``ratio`` meets the target; None when there is none."""
+        if self.bound is None:
+            return None
+        return ratio < self.bound if self.strict else ratio <= self.bound
+
+    def target(self) -> str:
+        """The target as printed: ``<= 1.06``, ``< 1.00`` or ``-``."""
+        if self.bound is None:
+            return "-"
+        return f"{'<' if self.strict else '<='} {self.bound:.2f}"
+
+
+# The targets of the inline-sessions issue, by callgrind instructions.
+COMPARISONS: Final = (
+    Comparison("burst", RAW_TRIO, 1.06),
+    Comparison("burst", USERS_TRIO),
+    Comparison("request", RAW_TRIO, 1.02),
+    Comparison("request", USERS_TRIO),
+    Comparison("inline", RAW_TRIO, 1.10),
+    Comparison("inline", USERS_TRIO, 1.0, strict=True),
+    Comparison("inline_wait", USERS_TRIO),
+    Comparison("reject", RAW_TRIO, 2.0),
+)
 
 _HAS_ASYNCIO_TASKGROUP: Final = sys.version_info >= (3, 11)
 
@@ -92,6 +151,14 @@ def _timed_region(disable_gc: bool) -> Iterator[None]:
     finally:
         if disable_gc:
             gc.enable()
+
+
+async def _all_blocked() -> None:
+    # trio.testing imports pytest, seconds of start-up under valgrind: only
+    # the scenarios that park sessions import it.
+    from trio.testing import wait_all_tasks_blocked
+
+    await wait_all_tasks_blocked()
 
 
 def _elapsed(start: int) -> float:
@@ -142,6 +209,28 @@ def burst_raw_trio(n: int, disable_gc: bool) -> float:
                     token = object()
                     acquire(token)
                     start_soon(_raw_trio_task, limiter, token, trio_work)
+        return _elapsed(start)
+
+    return trio.run(main)
+
+
+async def _users_trio_task(
+    limiter: trio.CapacityLimiter, fn: Callable[[], Awaitable[object]]
+) -> None:
+    async with limiter:
+        with trio.move_on_after(TIMEOUT):
+            await fn()
+
+
+def burst_users_trio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = trio.CapacityLimiter(n)
+        async with trio.open_nursery() as nursery:
+            start_soon = nursery.start_soon
+            with _timed_region(disable_gc):
+                start = time.perf_counter_ns()
+                for _ in range(n):
+                    start_soon(_users_trio_task, limiter, trio_work)
         return _elapsed(start)
 
     return trio.run(main)
@@ -278,6 +367,37 @@ def request_raw_trio(n: int, disable_gc: bool) -> float:
     return trio.run(main)
 
 
+async def _users_trio_runner(
+    limiter: trio.CapacityLimiter, fn: Callable[[], Awaitable[object]], box: _Box
+) -> None:
+    try:
+        async with limiter:
+            with trio.move_on_after(TIMEOUT):
+                box.value = await fn()
+    except Exception as exc:
+        box.error = exc
+    finally:
+        box.done.set()
+
+
+def request_users_trio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = trio.CapacityLimiter(1000)
+        async with trio.open_nursery() as nursery:
+            with _timed_region(disable_gc):
+                start = time.perf_counter_ns()
+                for _ in range(n):
+                    box = _Box(trio.Event())
+                    nursery.start_soon(_users_trio_runner, limiter, trio_work, box)
+                    await box.done.wait()
+                    if box.error is not None:
+                        raise box.error
+                elapsed = _elapsed(start)
+        return elapsed
+
+    return trio.run(main)
+
+
 async def _anyio_runner(
     limiter: anyio.CapacityLimiter,
     token: object,
@@ -337,6 +457,106 @@ def request_asyncio(n: int, disable_gc: bool) -> float:
                     _asyncio_acquire_nowait(semaphore)
                     await tg.create_task(_asyncio_runner(semaphore, asyncio_work))
                 elapsed = _elapsed(start)
+        return elapsed
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------ inline
+#
+# One task, N sequential inline round trips: admit, run the body under a
+# deadline in the caller's own task, release. ``inline`` enters with
+# session_nowait(), which never yields; ``inline_wait`` with session(), whose
+# entry is a checkpoint, as ``async with limiter:`` is.
+
+
+def _inline_trio_sessions(n: int, disable_gc: bool, wait: bool) -> float:
+    async def main() -> float:
+        async with ts.open_session_manager(
+            max_sessions=1000, request_timeout=TIMEOUT
+        ) as manager:
+            session = manager.session if wait else manager.session_nowait
+            with _timed_region(disable_gc):
+                start = time.perf_counter_ns()
+                for _ in range(n):
+                    async with session(timeout=TIMEOUT):
+                        await trio_work()
+                elapsed = _elapsed(start)
+        return elapsed
+
+    return trio.run(main)
+
+
+def inline_trio_sessions(n: int, disable_gc: bool) -> float:
+    return _inline_trio_sessions(n, disable_gc, wait=False)
+
+
+def inline_wait_trio_sessions(n: int, disable_gc: bool) -> float:
+    return _inline_trio_sessions(n, disable_gc, wait=True)
+
+
+def inline_raw_trio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = trio.CapacityLimiter(1000)
+        acquire = limiter.acquire_on_behalf_of_nowait
+        release = limiter.release_on_behalf_of
+        with _timed_region(disable_gc):
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                # One borrower per round trip, as each request of a server is.
+                token = object()
+                acquire(token)
+                try:
+                    with trio.CancelScope(deadline=trio.current_time() + TIMEOUT):
+                        await trio_work()
+                finally:
+                    release(token)
+            elapsed = _elapsed(start)
+        return elapsed
+
+    return trio.run(main)
+
+
+def inline_users_trio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = trio.CapacityLimiter(1000)
+        with _timed_region(disable_gc):
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                async with limiter:
+                    with trio.move_on_after(TIMEOUT):
+                        await trio_work()
+            elapsed = _elapsed(start)
+        return elapsed
+
+    return trio.run(main)
+
+
+def inline_anyio_trio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = anyio.CapacityLimiter(1000)
+        with _timed_region(disable_gc):
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                async with limiter:
+                    with anyio.move_on_after(TIMEOUT):
+                        await anyio_work()
+            elapsed = _elapsed(start)
+        return elapsed
+
+    result: float = anyio.run(main, backend="trio")
+    return result
+
+
+def inline_asyncio(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        semaphore = asyncio.Semaphore(1000)
+        with _timed_region(disable_gc):
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                async with semaphore, asyncio.timeout(TIMEOUT):
+                    await asyncio_work()
+            elapsed = _elapsed(start)
         return elapsed
 
     return asyncio.run(main())
@@ -455,7 +675,7 @@ def memory_trio_sessions(n: int, disable_gc: bool) -> float:
                 base = _traced_now()
                 for _ in range(n):
                     start_nowait(release.wait, timeout=TIMEOUT)
-                await trio.testing.wait_all_tasks_blocked()
+                await _all_blocked()
                 used = _traced_now() - base
             finally:
                 tracemalloc.stop()
@@ -480,7 +700,7 @@ def memory_raw_trio(n: int, disable_gc: bool) -> float:
                     token = object()
                     acquire(token)
                     start_soon(_raw_trio_task, limiter, token, release.wait)
-                await trio.testing.wait_all_tasks_blocked()
+                await _all_blocked()
                 used = _traced_now() - base
             finally:
                 tracemalloc.stop()
@@ -505,7 +725,7 @@ def memory_anyio_trio(n: int, disable_gc: bool) -> float:
                     token = object()
                     acquire(token)
                     start_soon(_anyio_task, limiter, token, release.wait)
-                await trio.testing.wait_all_tasks_blocked()
+                await _all_blocked()
                 used = _traced_now() - base
             finally:
                 tracemalloc.stop()
@@ -557,7 +777,7 @@ def admit_parked_trio_sessions(n: int, disable_gc: bool) -> float:
                 start = time.perf_counter_ns()
                 for _ in range(n):
                     start_nowait(release.wait, timeout=TIMEOUT)
-                await trio.testing.wait_all_tasks_blocked()
+                await _all_blocked()
                 elapsed = _elapsed(start)
             assert manager.statistics().active == n
             release.set()
@@ -581,7 +801,7 @@ def admit_parked_raw_trio(n: int, disable_gc: bool) -> float:
                     token = object()
                     acquire(token)
                     start_soon(_raw_trio_task, limiter, token, release.wait)
-                await trio.testing.wait_all_tasks_blocked()
+                await _all_blocked()
                 elapsed = _elapsed(start)
             release.set()
         return elapsed
@@ -689,22 +909,56 @@ Measure = Callable[[int, bool], float]
 def scenarios() -> dict[str, dict[str, Measure]]:
     """Scenario -> contender -> measurement; contenders absent here are skipped."""
     table: dict[str, dict[str, Measure]] = {
-        "burst": {TRIO_SESSIONS: burst_trio_sessions, RAW_TRIO: burst_raw_trio},
-        "request": {TRIO_SESSIONS: request_trio_sessions, RAW_TRIO: request_raw_trio},
+        "burst": {
+            TRIO_SESSIONS: burst_trio_sessions,
+            RAW_TRIO: burst_raw_trio,
+            USERS_TRIO: burst_users_trio,
+        },
+        "request": {
+            TRIO_SESSIONS: request_trio_sessions,
+            RAW_TRIO: request_raw_trio,
+            USERS_TRIO: request_users_trio,
+        },
+        "inline": {
+            TRIO_SESSIONS: inline_trio_sessions,
+            RAW_TRIO: inline_raw_trio,
+            USERS_TRIO: inline_users_trio,
+        },
+        "inline_wait": {
+            TRIO_SESSIONS: inline_wait_trio_sessions,
+            USERS_TRIO: inline_users_trio,
+        },
         "reject": {TRIO_SESSIONS: reject_trio_sessions, RAW_TRIO: reject_raw_trio},
         "memory": {TRIO_SESSIONS: memory_trio_sessions, RAW_TRIO: memory_raw_trio},
     }
     if anyio is not None:
         table["burst"][ANYIO_TRIO] = burst_anyio_trio
         table["request"][ANYIO_TRIO] = request_anyio_trio
+        table["inline"][ANYIO_TRIO] = inline_anyio_trio
         table["reject"][ANYIO_TRIO] = reject_anyio_trio
         table["memory"][ANYIO_TRIO] = memory_anyio_trio
     if _HAS_ASYNCIO_TASKGROUP:
         table["burst"][ASYNCIO] = burst_asyncio
         table["request"][ASYNCIO] = request_asyncio
+        table["inline"][ASYNCIO] = inline_asyncio
         table["reject"][ASYNCIO] = reject_asyncio
         table["memory"][ASYNCIO] = memory_asyncio
     return table
+
+
+def selected(
+    only: Sequence[str] = (), contenders: Sequence[str] = ()
+) -> dict[str, dict[str, Measure]]:
+    """:func:`scenarios`, cut down to ``only`` and ``contenders`` (empty: all)."""
+    return {
+        scenario: {
+            name: measure
+            for name, measure in table.items()
+            if not contenders or name in contenders
+        }
+        for scenario, table in scenarios().items()
+        if not only or scenario in only
+    }
 
 
 def _per_session(scenario: str, value: float, n: int) -> float:
@@ -731,50 +985,64 @@ def run_main_scenarios(
     quiet: bool,
     memory_rounds: int = 2,
     only: Sequence[str] = (),
+    contenders: Sequence[str] = (),
 ) -> dict[str, dict[str, list[float]]]:
     """Interleave every contender round by round; return every sample per session.
 
     tracemalloc is slow and its figures barely move between rounds, so memory is
     measured in the first ``memory_rounds`` rounds only.
     """
-    table = {k: v for k, v in scenarios().items() if not only or k in only}
+    table = selected(only, contenders)
     samples: dict[str, dict[str, list[float]]] = {
-        scenario: {name: [] for name in contenders}
-        for scenario, contenders in table.items()
+        scenario: {name: [] for name in measures}
+        for scenario, measures in table.items()
     }
     for round_ in range(rounds):
-        for scenario, contenders in table.items():
+        for scenario, measures in table.items():
             if scenario == "memory" and round_ >= memory_rounds:
                 continue
-            names = list(contenders)
+            names = list(measures)
             # Rotate the order each round, so no contender always runs first.
-            shift = round_ % len(names)
+            shift = round_ % max(1, len(names))
             for name in names[shift:] + names[:shift]:
-                raw = contenders[name](count, disable_gc)
+                raw = measures[name](count, disable_gc)
                 value = _per_session(scenario, raw, count)
                 samples[scenario][name].append(value)
                 _log(
                     quiet,
-                    f"round {round_ + 1}/{rounds} {scenario:8} {name:14} {value:10.3f}",
+                    f"round {round_ + 1}/{rounds} {scenario:11} {name:14} "
+                    f"{value:10.3f}",
                 )
     return samples
 
 
+def _ratio(values: dict[str, Any], reference: str) -> float | None:
+    """trio_sessions / ``reference``, or None when either was not measured."""
+    ours, theirs = values.get(TRIO_SESSIONS), values.get(reference)
+    return None if ours is None or theirs is None else ours / theirs
+
+
 def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
-    """Best (minimum) of the rounds per contender, the ratio and the verdict."""
+    """Best (minimum) of the rounds per contender, the ratio and the verdict.
+
+    Only memory has a target here: the time targets are judged by the
+    instruction counts (:func:`run_callgrind`), which repeat; times do not.
+    """
     rows: list[dict[str, Any]] = []
     for scenario, by_name in samples.items():
-        unit, target = TARGETS[scenario]
+        unit, reference = SCENARIOS[scenario]
         best = {name: min(values) for name, values in by_name.items() if values}
-        ratio = best[TRIO_SESSIONS] / best[RAW_TRIO]
+        ratio = _ratio(best, reference)
+        target = MEMORY_TARGET if scenario == "memory" else None
         rows.append(
             {
                 "scenario": scenario,
                 "unit": unit,
                 **{name: best.get(name) for name in CONTENDERS},
+                "reference": reference,
                 "ratio": ratio,
                 "target": target,
-                "met": ratio <= target,
+                "met": None if target is None or ratio is None else ratio <= target,
                 "samples": by_name,
             }
         )
@@ -783,7 +1051,7 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
 
 # Sessions per run for the bytecode count: the per-session figure is the slope
 # between the two, so setup and teardown (opening the manager...) cancel out.
-_OPCODE_COUNTS: Final = (200, 400)
+OPCODE_COUNTS: Final = (200, 400)
 
 
 def count_opcodes(measure: Measure, n: int) -> Counter[str]:
@@ -810,46 +1078,190 @@ def count_opcodes(measure: Measure, n: int) -> Counter[str]:
     return executed
 
 
-def opcodes_per_session(measure: Measure) -> Counter[str]:
+def opcodes_per_session(
+    measure: Measure, counts: Sequence[int] = OPCODE_COUNTS
+) -> Counter[str]:
     """Bytecode instructions per session, by function: the slope between two counts."""
-    small, large = _OPCODE_COUNTS
+    small, large = counts
     slope = count_opcodes(measure, large)
     slope.subtract(count_opcodes(measure, small))
     return Counter({name: n / (large - small) for name, n in slope.items() if n})
 
 
-def breakdown(scenario: str, top: int = 25) -> str:
-    """Where trio_sessions and raw Trio differ, function by function, per session."""
+def breakdown(
+    scenario: str, counts: Sequence[int] = OPCODE_COUNTS, top: int = 25
+) -> str:
+    """Where trio_sessions and its reference differ, by function, per session."""
+    reference = SCENARIOS[scenario].reference
     contenders = scenarios()[scenario]
-    ours = opcodes_per_session(contenders[TRIO_SESSIONS])
-    raw = opcodes_per_session(contenders[RAW_TRIO])
-    rows = sorted(set(ours) | set(raw), key=lambda name: -abs(ours[name] - raw[name]))
+    ours = opcodes_per_session(contenders[TRIO_SESSIONS], counts)
+    theirs = opcodes_per_session(contenders[reference], counts)
+    rows = sorted(
+        set(ours) | set(theirs), key=lambda name: -abs(ours[name] - theirs[name])
+    )
     lines = [
         f"{scenario}: bytecode instructions per session, trio_sessions "
-        f"{ours.total():.0f} vs raw trio {raw.total():.0f}",
-        f"{'difference':>10}  {'ours':>6}  {'raw':>6}  function",
+        f"{ours.total():.0f} vs {reference} {theirs.total():.0f}",
+        f"{'difference':>10}  {'ours':>6}  {'theirs':>6}  function",
     ]
     for name in rows[:top]:
-        difference = ours[name] - raw[name]
+        difference = ours[name] - theirs[name]
         lines.append(
-            f"{difference:+10.1f}  {ours[name]:6.1f}  {raw[name]:6.1f}  {name}"
+            f"{difference:+10.1f}  {ours[name]:6.1f}  {theirs[name]:6.1f}  {name}"
         )
     return "\n".join(lines)
 
 
-def run_opcodes(only: Sequence[str] = ()) -> dict[str, dict[str, float]]:
-    """Bytecode instructions per session: trio_sessions and raw Trio, per scenario."""
-    result: dict[str, dict[str, float]] = {}
-    for scenario, contenders in scenarios().items():
-        if scenario == "memory" or (only and scenario not in only):
+def run_opcodes(
+    only: Sequence[str] = (),
+    contenders: Sequence[str] = (),
+    counts: Sequence[int] = OPCODE_COUNTS,
+) -> dict[str, dict[str, Any]]:
+    """Bytecode instructions per session of trio_sessions and of its reference."""
+    result: dict[str, dict[str, Any]] = {}
+    for scenario, measures in selected(only, contenders).items():
+        reference = SCENARIOS[scenario].reference
+        if scenario == "memory" or not {TRIO_SESSIONS, reference} <= set(measures):
             continue
-        per_session = {
-            name: opcodes_per_session(contenders[name]).total()
-            for name in (TRIO_SESSIONS, RAW_TRIO)
+        row: dict[str, Any] = {
+            name: opcodes_per_session(measures[name], counts).total()
+            for name in (TRIO_SESSIONS, reference)
         }
-        per_session["ratio"] = per_session[TRIO_SESSIONS] / per_session[RAW_TRIO]
-        result[scenario] = per_session
+        row["reference"] = reference
+        row["ratio"] = _ratio(row, reference)
+        result[scenario] = row
     return result
+
+
+# ---------------------------------------------------------------- callgrind
+#
+# Each (scenario, contender) runs in a subprocess of this script under
+# callgrind (--run-one), at two session counts; the slope between the two
+# totals is the cost of one session, with start-up, imports and teardown
+# cancelled out.
+
+CALLGRIND_COUNTS: Final = (200, 1200)
+# Python runs some fifty times slower under valgrind than natively.
+CALLGRIND_TIMEOUT: Final = 900.0
+
+
+def run_one(scenario: str, contender: str, sessions: int) -> None:
+    """The subprocess that callgrind counts: one contender, ``sessions`` sessions.
+
+    Prints the number of objects the cyclic collector freed at the end, and
+    exits without the interpreter's finalization.
+    """
+    measure = scenarios()[scenario][contender]
+    # The collector stays off while the sessions run: a collection due at a
+    # threshold would land in one run of a slope and not the other, and move
+    # the figure by percents. One full collection at the end charges every
+    # session the cyclic garbage it left, the same way in every run.
+    gc.disable()
+    measure(sessions, False)
+    freed = gc.collect()
+    print(freed, flush=True)
+    # Finalization costs the same in every run: skip it, it only takes time.
+    os._exit(0)
+
+
+def _count_one(
+    valgrind: str, scenario: str, contender: str, sessions: int, quiet: bool
+) -> tuple[int, int]:
+    """Instructions (and cyclic garbage) of one ``--run-one`` under callgrind."""
+    here = Path(__file__).resolve()
+    # Run as a module, not as a script: a module's bytecode is cached, a
+    # script is compiled again every run (a second under valgrind).
+    argv = ["-m", here.stem, "--run-one", scenario, contender, str(sessions)]
+    started = time.monotonic()
+    done = subprocess.run(
+        _harness.command(valgrind, *argv),
+        capture_output=True,
+        text=True,
+        env=_harness.environment(here.parent),
+        timeout=CALLGRIND_TIMEOUT,
+    )
+    total = _harness.total_instructions(
+        done.stderr, f"{scenario} {contender} x {sessions}", done.returncode
+    )
+    freed = int(done.stdout.split()[-1])
+    _log(
+        quiet,
+        f"callgrind {scenario:11} {contender:14} x {sessions:,}: {total:,} "
+        f"instructions ({time.monotonic() - started:.0f} s)",
+    )
+    return total, freed
+
+
+def run_callgrind(
+    valgrind: str,
+    counts: Sequence[int] = CALLGRIND_COUNTS,
+    jobs: int = 1,
+    only: Sequence[str] = (),
+    contenders: Sequence[str] = (),
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Callgrind instructions per session of every Trio contender; the targets."""
+    table = selected(only, contenders)
+    # One count per function: inline_wait's users_trio is inline's.
+    first: dict[Measure, tuple[str, str]] = {}
+    counted_as: dict[tuple[str, str], tuple[str, str]] = {}
+    for scenario, measures in table.items():
+        for name in CALLGRIND_CONTENDERS:
+            if scenario != "memory" and name in measures:
+                key = first.setdefault(measures[name], (scenario, name))
+                counted_as[scenario, name] = key
+    runs = [(*key, n) for key in dict.fromkeys(counted_as.values()) for n in counts]
+    source = _harness.source_digest()
+    _harness.cache_bytecode()
+    counted = _harness.run_all(
+        jobs, lambda run: _count_one(valgrind, *run, quiet), runs
+    )
+    changed = _harness.source_digest() != source
+    if changed:
+        _log(False, "callgrind: the source changed during the runs: run again")
+    per_session: dict[str, dict[str, dict[str, Any]]] = {}
+    for (scenario, name), key in counted_as.items():
+        totals = [counted[(*key, n)][0] for n in counts]
+        freed = [counted[(*key, n)][1] for n in counts]
+        per_session.setdefault(scenario, {})[name] = {
+            "runs": [
+                {"sessions": n, "instructions": total}
+                for n, total in zip(counts, totals, strict=True)
+            ],
+            "per_session": _harness.slope(counts, totals),
+            "garbage_per_session": _harness.slope(counts, freed),
+        }
+    comparisons = []
+    for comparison in COMPARISONS:
+        measured = per_session.get(comparison.scenario, {})
+        ratio = _ratio(
+            {name: row["per_session"] for name, row in measured.items()},
+            comparison.reference,
+        )
+        if ratio is not None:
+            comparisons.append(
+                {
+                    "scenario": comparison.scenario,
+                    "contender": TRIO_SESSIONS,
+                    "reference": comparison.reference,
+                    "ratio": ratio,
+                    "target": comparison.target(),
+                    "met": comparison.met(ratio),
+                }
+            )
+    return {
+        "settings": {
+            "counts": list(counts),
+            "jobs": jobs,
+            "valgrind": _harness.version(valgrind),
+            "gc": "off while running; one full collection at the end",
+            "PYTHONHASHSEED": 0,
+        },
+        "source": source,
+        "source_changed_during_runs": changed,
+        "per_session": per_session,
+        "comparisons": comparisons,
+    }
 
 
 def run_scale(
@@ -913,30 +1325,6 @@ def run_scale(
     return result
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {"trio": trio.__version__, "trio_sessions": _version("trio-sessions")}
-    if anyio is not None:
-        versions["anyio"] = _version("anyio")
-    return {
-        "source": _source_digest(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "versions": versions,
-    }
-
-
 def _source_digest() -> str:
     """Which trio_sessions was measured: a digest of its private modules' source."""
     package = Path(ts.__file__).parent
@@ -956,28 +1344,133 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {"trio": trio.__version__, "trio_sessions": _version("trio-sessions")}
+    if anyio is not None:
+        versions["anyio"] = _version("anyio")
+    return {
+        "source": _source_digest(),
+        **_harness.checkout(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "versions": versions,
+    }
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if unit == "bytes/session" else f"{value:.2f}"
 
 
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "NO"
+
+
+def _columns(lines: list[tuple[str, ...]], left: int) -> list[str]:
+    """Align ``lines`` (the first is the header): ``left`` columns flush left."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for line in lines:
+        cells = [
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+    out.insert(1, "-" * max(len(line) for line in out))
+    return out
+
+
+def format_callgrind(result: dict[str, Any]) -> list[str]:
+    """The instruction table: every contender, and trio_sessions' ratios."""
+    settings = result["settings"]
+    low, high = settings["counts"]
+    lines: list[tuple[str, ...]] = [
+        (
+            "scenario",
+            "contender",
+            "instr/session",
+            "garbage",
+            "reference",
+            "ratio",
+            "target",
+            "met?",
+        )
+    ]
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for comparison in result["comparisons"]:
+        by_scenario.setdefault(comparison["scenario"], []).append(comparison)
+    for scenario, measured in result["per_session"].items():
+        reference = SCENARIOS[scenario].reference
+        for name, row in measured.items():
+            cells = (
+                scenario,
+                name,
+                f"{row['per_session']:,.0f}",
+                f"{row['garbage_per_session']:.1f}",
+            )
+            if name == TRIO_SESSIONS and by_scenario.get(scenario):
+                for comparison in by_scenario[scenario]:
+                    lines.append(
+                        (
+                            *cells,
+                            comparison["reference"],
+                            f"{comparison['ratio']:.3f}",
+                            comparison["target"],
+                            _verdict(comparison["met"]),
+                        )
+                    )
+            elif name != reference and reference in measured:
+                ratio = row["per_session"] / measured[reference]["per_session"]
+                lines.append((*cells, reference, f"{ratio:.3f}", "-", "-"))
+            else:
+                lines.append((*cells, "", "", "", ""))
+    return [
+        "callgrind: CPU instructions per session (the primary figure; slope "
+        f"between {low:,} and {high:,} sessions, {settings['valgrind']}, "
+        "PYTHONHASHSEED=0; gc off while running, then one full collection: "
+        "'garbage' is the objects per session it freed)",
+        *_columns(lines, 2),
+        *(
+            ["WARNING: the source changed during the runs: run again"]
+            if result["source_changed_during_runs"]
+            else []
+        ),
+    ]
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The plain-text table (and the scale figures) that the command prints."""
+    """The plain-text tables (and the scale figures) that the command prints."""
+    out = []
+    if report.get("callgrind"):
+        out += format_callgrind(report["callgrind"])
+        out.append("")
     header = (
         "scenario",
         "unit",
         "trio_sessions",
         "raw trio",
+        "users' trio",
         "anyio/trio",
         "asyncio",
+        "reference",
         "ratio",
         "target",
         "met?",
     )
     lines: list[tuple[str, ...]] = [header]
-    if not report["results"]:
-        lines = []
     for row in report["results"]:
         unit = row["unit"]
         lines.append(
@@ -985,76 +1478,79 @@ def format_report(report: dict[str, Any]) -> str:
                 row["scenario"],
                 unit,
                 *(_fmt(row[name], unit) for name in CONTENDERS),
-                f"{row['ratio']:.3f}",
-                f"<= {row['target']:.2f}",
-                "yes" if row["met"] else "NO",
+                row["reference"],
+                "-" if row["ratio"] is None else f"{row['ratio']:.3f}",
+                "-" if row["target"] is None else f"<= {row['target']:.2f}",
+                _verdict(row["met"]),
             )
         )
-    out = []
-    if lines:
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        for line in lines:
-            cells = [
-                cell.ljust(width) if i < 2 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-            ]
-            out.append("  ".join(cells).rstrip())
-        out.insert(1, "-" * len(out[0]))
+    if report["results"]:
+        out.append(
+            "wall clock: microseconds per session (memory: bytes per session, "
+            "tracemalloc); ratio = trio_sessions / reference"
+        )
+        out += _columns(lines, 2)
     for check in report["checks"]:
         verdict = "yes" if check["met"] else "NO"
         value = f"{check['value']:.3f}"
         out.append(f"{check['name']}: {value} (target {check['target']}) {verdict}")
     settings = report["settings"]
-    if lines:
+    if report["results"]:
         out.append(
             f"trio_sessions source {report['machine']['source']}; "
             f"count {settings['count']}, best of {settings['rounds']} interleaved "
             f"rounds ({settings['memory_rounds']} for memory); gc "
             f"{'disabled' if settings['disable_gc'] else 'enabled'} in timed "
-            "regions, gc.collect() before each; ratio = trio_sessions / raw trio"
+            "regions, gc.collect() before each"
         )
     opcodes = report.get("opcodes")
     if opcodes:
+        low, high = settings["opcode_counts"]
         out.append("")
         out.append(
-            "bytecode instructions per session (deterministic: sys.settrace "
-            f"opcode events, slope {_OPCODE_COUNTS[0]} -> {_OPCODE_COUNTS[1]} "
-            "sessions):"
+            "bytecode instructions per session (sys.settrace opcode events, "
+            f"slope {low} -> {high} sessions; every opcode weighs the same):"
         )
         for scenario, row in opcodes.items():
+            reference = row["reference"]
             out.append(
-                f"  {scenario:8} trio_sessions {row[TRIO_SESSIONS]:7.0f}  raw trio "
-                f"{row[RAW_TRIO]:7.0f}  ratio {row['ratio']:.3f}"
+                f"  {scenario:11} trio_sessions {row[TRIO_SESSIONS]:7.0f}  "
+                f"{reference} {row[reference]:7.0f}  ratio {row['ratio']:.3f}"
             )
     scale = report.get("scale")
     if scale:
-        parked = scale["parked"]
-        admit = parked["admit_us_per_session"]
-        memory = parked["bytes_per_session"]
-        out.append("")
-        out.append(
-            f"scale: {parked['sessions']:,} parked sessions: admit "
-            f"{admit[TRIO_SESSIONS]:.2f} us/session (raw trio {admit[RAW_TRIO]:.2f}, "
-            f"ratio {parked['admit_ratio']:.3f}); memory {memory[TRIO_SESSIONS]:.0f} "
-            f"bytes/session (raw trio {memory[RAW_TRIO]:.0f}, "
-            f"ratio {parked['memory_ratio']:.3f})"
-        )
-        through = scale.get("throughput")
-        if through:
-            rate = through["sessions_per_second"]
-            out.append(
-                f"scale: {through['sessions']:,} sessions through "
-                f"{through['slots']:,} slots (peak active {through['peak_active']:,}): "
-                f"{rate[TRIO_SESSIONS]:,.0f} sessions/s "
-                f"(raw trio {rate[RAW_TRIO]:,.0f}, time ratio {through['ratio']:.3f})"
-            )
-            for mark in through["traced_memory"]:
-                out.append(
-                    f"  traced memory after {mark['started']:,} admitted "
-                    f"({mark['completed']:,} completed): current "
-                    f"{mark['current'] / 1e6:.2f} MB, peak {mark['peak'] / 1e6:.2f} MB"
-                )
+        out += _format_scale(scale)
     return "\n".join(out)
+
+
+def _format_scale(scale: dict[str, Any]) -> list[str]:
+    parked = scale["parked"]
+    admit = parked["admit_us_per_session"]
+    memory = parked["bytes_per_session"]
+    out = [
+        "",
+        f"scale: {parked['sessions']:,} parked sessions: admit "
+        f"{admit[TRIO_SESSIONS]:.2f} us/session (raw trio {admit[RAW_TRIO]:.2f}, "
+        f"ratio {parked['admit_ratio']:.3f}); memory {memory[TRIO_SESSIONS]:.0f} "
+        f"bytes/session (raw trio {memory[RAW_TRIO]:.0f}, "
+        f"ratio {parked['memory_ratio']:.3f})",
+    ]
+    through = scale.get("throughput")
+    if through:
+        rate = through["sessions_per_second"]
+        out.append(
+            f"scale: {through['sessions']:,} sessions through "
+            f"{through['slots']:,} slots (peak active {through['peak_active']:,}): "
+            f"{rate[TRIO_SESSIONS]:,.0f} sessions/s "
+            f"(raw trio {rate[RAW_TRIO]:,.0f}, time ratio {through['ratio']:.3f})"
+        )
+        for mark in through["traced_memory"]:
+            out.append(
+                f"  traced memory after {mark['started']:,} admitted "
+                f"({mark['completed']:,} completed): current "
+                f"{mark['current'] / 1e6:.2f} MB, peak {mark['peak'] / 1e6:.2f} MB"
+            )
+    return out
 
 
 def profile(scenario: str, contender: str, count: int, limit: int) -> str:
@@ -1081,9 +1577,17 @@ def profile(scenario: str, contender: str, count: int, limit: int) -> str:
     return stream.getvalue()
 
 
+def _counts(value: str) -> int:
+    count = int(value)
+    if count < 0:
+        raise argparse.ArgumentTypeError("a count is >= 0")
+    return count
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="trio_sessions vs raw Trio, anyio on Trio and asyncio."
+        description="trio_sessions vs raw Trio, anyio on Trio and asyncio: "
+        "callgrind instructions, wall clock and bytecode counts per session."
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--count", type=int, default=20_000, help="sessions per run")
@@ -1113,20 +1617,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile",
-        choices=sorted(TARGETS),
+        choices=[name for name in SCENARIOS if name != "memory"],
         help="cProfile one contender of one scenario instead (gc off)",
     )
     parser.add_argument(
         "--contender",
+        action="append",
         choices=CONTENDERS,
-        default=TRIO_SESSIONS,
-        help="the contender that --profile profiles",
+        help="measure only this contender (repeatable; default: all); "
+        "--profile profiles the first (default: trio_sessions)",
     )
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[*sorted(TARGETS), "scale"],
+        choices=[*SCENARIOS, "scale"],
         help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="count CPU instructions per session under valgrind's callgrind, "
+        "the primary figure (default: on when valgrind is installed)",
+    )
+    parser.add_argument(
+        "--callgrind-counts",
+        nargs=2,
+        type=_counts,
+        default=list(CALLGRIND_COUNTS),
+        metavar=("A", "B"),
+        help="session counts whose totals give the slope "
+        f"(default: {CALLGRIND_COUNTS[0]} {CALLGRIND_COUNTS[1]})",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="callgrind subprocesses at once (default: 2); the counts do not "
+        "depend on it",
     )
     parser.add_argument(
         "--opcodes",
@@ -1135,29 +1663,58 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also count bytecode instructions per session (deterministic)",
     )
     parser.add_argument(
+        "--opcode-counts",
+        nargs=2,
+        type=_counts,
+        default=list(OPCODE_COUNTS),
+        metavar=("A", "B"),
+        help="session counts of the bytecode slope "
+        f"(default: {OPCODE_COUNTS[0]} {OPCODE_COUNTS[1]})",
+    )
+    parser.add_argument(
         "--breakdown",
-        choices=["burst", "reject", "request"],
+        choices=[name for name in SCENARIOS if name != "memory"],
         help="print bytecode instructions per session by function instead",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    # The subprocess that --callgrind counts: SCENARIO CONTENDER SESSIONS.
+    parser.add_argument("--run-one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.rounds, args.count, args.memory_rounds) < 1:
-        parser.error("--rounds, --count and --memory-rounds must be >= 1")
+    if min(args.rounds, args.count, args.memory_rounds, args.jobs) < 1:
+        parser.error("--rounds, --count, --memory-rounds and --jobs must be >= 1")
+    for option in ("callgrind_counts", "opcode_counts"):
+        low, high = getattr(args, option)
+        if low >= high:
+            parser.error(f"--{option.replace('_', '-')} needs A < B")
+    if args.run_one:
+        scenario, contender, sessions = args.run_one
+        if contender not in scenarios().get(scenario, {}) or not sessions.isdigit():
+            parser.error(f"--run-one: no contender {contender!r} in {scenario!r}")
+    args.contender = list(dict.fromkeys(args.contender or ()))
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark, print the table, write the JSON; 0 on success."""
+    """Run the benchmark, print the tables, write the JSON; 0 on success."""
     args = parse_args(argv)
+    if args.run_one:
+        scenario, contender, sessions = args.run_one
+        run_one(scenario, contender, int(sessions))
     if args.profile:
-        print(profile(args.profile, args.contender, args.count, 30))
+        contender = args.contender[0] if args.contender else TRIO_SESSIONS
+        print(profile(args.profile, contender, args.count, 30))
         return 0
     if args.breakdown:
-        print(breakdown(args.breakdown))
+        print(breakdown(args.breakdown, args.opcode_counts))
         return 0
+    valgrind = _harness.find_valgrind()
+    if args.callgrind is None:
+        args.callgrind = valgrind is not None
+    if args.callgrind and valgrind is None:
+        _harness.require_valgrind()
     started = time.perf_counter()
-    chosen = set(args.scenario or [*TARGETS, "scale"])
-    main_scenarios = [name for name in TARGETS if name in chosen]
+    chosen = set(args.scenario or [*SCENARIOS, "scale"])
+    main_scenarios = [name for name in SCENARIOS if name in chosen]
     samples = (
         run_main_scenarios(
             args.rounds,
@@ -1166,6 +1723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.quiet,
             args.memory_rounds,
             main_scenarios,
+            args.contender,
         )
         if main_scenarios
         else {}
@@ -1174,11 +1732,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_scenario = {row["scenario"]: row for row in results}
     checks = []
     burst = by_scenario.get("burst", {})
-    if burst.get(ANYIO_TRIO) is not None:
+    if burst.get(ANYIO_TRIO) is not None and burst.get(TRIO_SESSIONS) is not None:
         value = burst[TRIO_SESSIONS] / burst[ANYIO_TRIO]
         checks.append(
             {
-                "name": "burst: trio_sessions / anyio on trio",
+                "name": "burst (wall clock): trio_sessions / anyio on trio",
                 "value": value,
                 "target": "< 1.0",
                 "met": value < 1.0,
@@ -1196,12 +1754,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timeout": TIMEOUT,
             "memory_rounds": min(args.rounds, args.memory_rounds),
             "statistic": "min over rounds",
+            "opcode_counts": args.opcode_counts,
         },
         "results": results,
         "checks": checks,
     }
     if args.opcodes and main_scenarios:
-        report["opcodes"] = run_opcodes(main_scenarios)
+        report["opcodes"] = run_opcodes(
+            main_scenarios, args.contender, args.opcode_counts
+        )
     if "scale" in chosen and args.parked > 0:
         report["scale"] = run_scale(
             args.parked,
@@ -1212,12 +1773,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.disable_gc,
             args.quiet,
         )
+    # Last, on its own: callgrind's subprocesses would slow the timed rounds.
+    if args.callgrind and main_scenarios:
+        assert valgrind is not None
+        report["callgrind"] = run_callgrind(
+            valgrind,
+            args.callgrind_counts,
+            args.jobs,
+            main_scenarios,
+            args.contender,
+            args.quiet,
+        )
     report["wall_seconds"] = time.perf_counter() - started
     print(format_report(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        _harness.write_json(args.json, report)
     return 0
 
 
