@@ -327,3 +327,57 @@ async def test_shutdown_cancelled_while_the_guard_stops_keeps_its_report(
     assert stopped_at == [6]
     report = await manager.shutdown()
     assert (report.initial_active, report.cancelled) == (0, 0)
+
+
+class SlowAsk(ts.AdmissionGuard):
+    """Grants every lease after ``seconds``, whether asked or waited for."""
+
+    def __init__(self, seconds: float, bounded: bool) -> None:
+        self.seconds = seconds
+        self.bounded_asks = bounded  # type: ignore[misc]  # per instance, for the test
+        self.granted: list[ts.Session] = []
+        self.released: list[ts.Session] = []
+
+    async def acquire(self, session: ts.Session, deadline: float) -> None:
+        await trio.sleep(self.seconds)
+        self.granted.append(session)
+
+    def release(self, session: ts.Session) -> None:
+        self.released.append(session)
+
+
+@pytest.mark.parametrize(
+    ("bounded", "refused_at"), [(True, 5.0), (False, 1.0)], ids=["bounded", "not"]
+)
+async def test_shutdown_during_an_ask_refuses_once_it_returns_if_bounded(
+    bounded: bool, refused_at: float, autojump_clock: MockClock
+) -> None:
+    """A caller only asking (no queue) when shutdown starts is refused either way.
+
+    With ``bounded_asks`` its ask has no cancel scope: it runs to its end
+    (5 s), then the caller is refused and the lease it got goes back. Without,
+    shutdown cancels the ask at once (1 s), and nothing was granted.
+    """
+    guard = SlowAsk(5, bounded)
+    refusals: list[float] = []
+
+    async def caller(manager: ts.SessionManager) -> None:
+        with pytest.raises(ts.ShuttingDownError):
+            await manager.start_session(hold, 1)
+        refusals.append(trio.current_time())
+
+    async with (
+        ts.open_session_manager(guard=guard, max_waiting=0) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(caller, manager)
+        await trio.sleep(1)
+        report = await manager.shutdown()
+        # No session to drain, and this guard's run() ended at startup.
+        assert trio.current_time() == 1
+    assert refusals == [refused_at]
+    assert report.initial_active == 0
+    assert guard.released == guard.granted
+    assert len(guard.granted) == (1 if bounded else 0)
+    stats = manager.statistics()
+    assert (stats.created, stats.rejections["shutting_down"]) == (0, 1)

@@ -54,9 +54,16 @@ class AdmissionGuard(abc.ABC):
     Attributes:
       reasons: Rejection reasons this guard may raise, pre-registered in the
         statistics.
+      bounded_asks: True if :meth:`acquire` with ``deadline=-inf`` (asking,
+        not waiting) always returns within a bounded time of its own, such
+        as an I/O timeout. The manager then gives such a call no cancel scope
+        of its own (which costs a good part of a guarded admission): shutdown
+        does not cancel it, but refuses the caller once it returns, and gives
+        its lease back. False (the default): shutdown cancels every call.
     """
 
     reasons: ClassVar[tuple[str, ...]] = ()
+    bounded_asks: ClassVar[bool] = False
 
     async def run(
         self,

@@ -126,6 +126,9 @@ class RedisSessionLimit(AdmissionGuard):
     """
 
     reasons: ClassVar[tuple[str, ...]] = ("global_capacity", "backend_unavailable")
+    # Every call to Redis is bounded by op_timeout: a refused-or-admitted ask
+    # needs no cancel scope of the manager's (see AdmissionGuard.bounded_asks).
+    bounded_asks: ClassVar[bool] = True
 
     def __init__(
         self,
