@@ -177,7 +177,9 @@ class Admission:
         ):
             raise self._refusal(fn)
         # The coroutine first: a wrong fn is refused before anything is taken.
-        coro = _coroutine_of(fn, args)
+        coro = fn(*args)
+        if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
+            raise _not_a_coroutine(fn, coro)
         try:
             session: Session[T] = self._admit_now(metadata, timeout, name)
         except BaseException:
@@ -237,7 +239,14 @@ class Admission:
         except trio.WouldBlock:
             # A freed token was handed to a queued caller that has not run yet.
             raise self._refuse("capacity", new_capacity_error()) from None
-        self._register(session)
+        if session._metadata_bytes:
+            self._register(session)  # with its bytes, against the budget
+        else:
+            # The hot path of _register, spelled out: no bytes to count.
+            sessions = self._sessions
+            sessions[session._number] = session
+            if len(sessions) > self._peak_active:
+                self._peak_active = len(sessions)
         return session
 
     def session(
@@ -356,9 +365,13 @@ class Admission:
         # TypeError, never counted as a refusal.
         if not callable(fn):
             return _not_callable(fn)
-        return self._gate_refusal(
-            "start_session_nowait", "await manager.start_session(...)"
-        )
+        if self._drain.closing or self._guard is not None:
+            return self._gate_refusal(
+                "start_session_nowait", "await manager.start_session(...)"
+            )
+        # At capacity, the overload hot path: counted here, not through a call.
+        self._rejections["capacity"] += 1
+        return new_capacity_error()
 
     def _gate_refusal(self, form: str, instead: str) -> Exception:
         """Why the gate of the nowait ``form`` refuses a well-formed caller."""
