@@ -166,9 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             targets[name] = servers.enter_context(server(*argv))
         for target in targets.values():
             run_wrk(wrk, target, args)  # warm-up (imports, caches, TCP)
-        for _ in range(args.rounds):
-            for name, target in targets.items():
-                rate, cost = run_wrk(wrk, target, args)
+        names = list(targets)
+        for round_ in range(args.rounds):
+            # Rotate the order each round, so no variant always runs first
+            # (or always right after the same neighbour).
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                rate, cost = run_wrk(wrk, targets[name], args)
                 rates[name].append(rate)
                 costs[name].append(cost)
             time.sleep(0.5)
