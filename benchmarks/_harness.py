@@ -74,12 +74,27 @@ def require_valgrind() -> str:
     return path
 
 
-def command(valgrind: str, *argv: str) -> list[str]:
-    """``python *argv`` under callgrind, which writes no profile, only its summary."""
+# What --cache-sim=yes and --branch-sim=yes add to valgrind's summary: events
+# that cost time but no instructions (name -> pattern of its total).
+SIMULATED = {
+    "D1 misses": r"D1\s+misses:\s+([\d,]+)",
+    "LL misses": r"LL misses:\s+([\d,]+)",
+    "mispredicts": r"Mispredicts:\s+([\d,]+)",
+}
+
+
+def command(valgrind: str, *argv: str, simulate: bool = False) -> list[str]:
+    """``python *argv`` under callgrind, which writes no profile, only its summary.
+
+    With ``simulate``, callgrind also simulates the caches and the branch
+    predictor (about twice as slow) and sums their misses (:data:`SIMULATED`).
+    """
+    options = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
     return [
         valgrind,
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
+        *options,
         sys.executable,
         *argv,
     ]
@@ -112,13 +127,27 @@ def cache_bytecode() -> None:
     )
 
 
-def total_instructions(log: str, what: str, returncode: int) -> int:
-    """The ``I refs:`` total from valgrind's stderr ``log``; raise if the run failed."""
-    totals = re.findall(r"refs:\s+([\d,]+)", log)
-    if returncode != 0 or not totals:
+def summary(log: str, what: str, returncode: int) -> dict[str, int]:
+    """valgrind's totals from its stderr ``log``; raise if the run failed.
+
+    ``instructions`` (the ``I refs:`` line), and those of :data:`SIMULATED`
+    that the run simulated.
+    """
+    found = re.findall(r"I\s+refs:\s+([\d,]+)", log)
+    if returncode != 0 or not found:
         tail = "\n".join(log.splitlines()[-20:])
         raise RuntimeError(f"{what} exited with {returncode} and no total:\n{tail}")
-    return int(totals[-1].replace(",", ""))
+    totals = {"instructions": int(found[-1].replace(",", ""))}
+    for name, pattern in SIMULATED.items():
+        simulated = re.findall(pattern, log)
+        if simulated:
+            totals[name] = int(simulated[-1].replace(",", ""))
+    return totals
+
+
+def total_instructions(log: str, what: str, returncode: int) -> int:
+    """The ``I refs:`` total from valgrind's stderr ``log``; raise if the run failed."""
+    return summary(log, what, returncode)["instructions"]
 
 
 def slope(counts: Sequence[int], totals: Sequence[int]) -> float:

@@ -1165,31 +1165,37 @@ def run_one(scenario: str, contender: str, sessions: int) -> None:
 
 
 def _count_one(
-    valgrind: str, scenario: str, contender: str, sessions: int, quiet: bool
-) -> tuple[int, int]:
-    """Instructions (and cyclic garbage) of one ``--run-one`` under callgrind."""
+    valgrind: str,
+    scenario: str,
+    contender: str,
+    sessions: int,
+    quiet: bool,
+    simulate: bool,
+) -> tuple[dict[str, int], int]:
+    """valgrind's totals (and the cyclic garbage) of one ``--run-one``."""
     here = Path(__file__).resolve()
     # Run as a module, not as a script: a module's bytecode is cached, a
     # script is compiled again every run (a second under valgrind).
     argv = ["-m", here.stem, "--run-one", scenario, contender, str(sessions)]
     started = time.monotonic()
     done = subprocess.run(
-        _harness.command(valgrind, *argv),
+        _harness.command(valgrind, *argv, simulate=simulate),
         capture_output=True,
         text=True,
         env=_harness.environment(here.parent),
-        timeout=CALLGRIND_TIMEOUT,
+        timeout=CALLGRIND_TIMEOUT * (2 if simulate else 1),
     )
-    total = _harness.total_instructions(
+    totals = _harness.summary(
         done.stderr, f"{scenario} {contender} x {sessions}", done.returncode
     )
     freed = int(done.stdout.split()[-1])
     _log(
         quiet,
-        f"callgrind {scenario:11} {contender:14} x {sessions:,}: {total:,} "
-        f"instructions ({time.monotonic() - started:.0f} s)",
+        f"callgrind {scenario:11} {contender:14} x {sessions:,}: "
+        f"{totals['instructions']:,} instructions "
+        f"({time.monotonic() - started:.0f} s)",
     )
-    return total, freed
+    return totals, freed
 
 
 def run_callgrind(
@@ -1199,8 +1205,13 @@ def run_callgrind(
     only: Sequence[str] = (),
     contenders: Sequence[str] = (),
     quiet: bool = True,
+    simulate: bool = False,
 ) -> dict[str, Any]:
-    """Callgrind instructions per session of every Trio contender; the targets."""
+    """Callgrind instructions per session of every Trio contender; the targets.
+
+    With ``simulate``, also the simulated cache misses and branch mispredicts
+    per session: what costs time beyond the instructions.
+    """
     table = selected(only, contenders)
     # One count per function: inline_wait's users_trio is inline's.
     first: dict[Measure, tuple[str, str]] = {}
@@ -1214,22 +1225,28 @@ def run_callgrind(
     source = _harness.source_digest()
     _harness.cache_bytecode()
     counted = _harness.run_all(
-        jobs, lambda run: _count_one(valgrind, *run, quiet), runs
+        jobs, lambda run: _count_one(valgrind, *run, quiet, simulate), runs
     )
     changed = _harness.source_digest() != source
     if changed:
         _log(False, "callgrind: the source changed during the runs: run again")
     per_session: dict[str, dict[str, dict[str, Any]]] = {}
     for (scenario, name), key in counted_as.items():
-        totals = [counted[(*key, n)][0] for n in counts]
+        summaries = [counted[(*key, n)][0] for n in counts]
         freed = [counted[(*key, n)][1] for n in counts]
+        totals = [summary["instructions"] for summary in summaries]
         per_session.setdefault(scenario, {})[name] = {
             "runs": [
-                {"sessions": n, "instructions": total}
-                for n, total in zip(counts, totals, strict=True)
+                {"sessions": n, **summary}
+                for n, summary in zip(counts, summaries, strict=True)
             ],
             "per_session": _harness.slope(counts, totals),
             "garbage_per_session": _harness.slope(counts, freed),
+            "simulated_per_session": {
+                event: _harness.slope(counts, [s[event] for s in summaries])
+                for event in _harness.SIMULATED
+                if event in summaries[0]
+            },
         }
     comparisons = []
     for comparison in COMPARISONS:
@@ -1256,6 +1273,7 @@ def run_callgrind(
             "valgrind": _harness.version(valgrind),
             "gc": "off while running; one full collection at the end",
             "PYTHONHASHSEED": 0,
+            "simulate": simulate,
         },
         "source": source,
         "source_changed_during_runs": changed,
@@ -1397,12 +1415,14 @@ def format_callgrind(result: dict[str, Any]) -> list[str]:
     """The instruction table: every contender, and trio_sessions' ratios."""
     settings = result["settings"]
     low, high = settings["counts"]
+    simulated = list(_harness.SIMULATED) if settings["simulate"] else []
     lines: list[tuple[str, ...]] = [
         (
             "scenario",
             "contender",
             "instr/session",
             "garbage",
+            *simulated,
             "reference",
             "ratio",
             "target",
@@ -1420,6 +1440,7 @@ def format_callgrind(result: dict[str, Any]) -> list[str]:
                 name,
                 f"{row['per_session']:,.0f}",
                 f"{row['garbage_per_session']:.1f}",
+                *(f"{row['simulated_per_session'][e]:,.0f}" for e in simulated),
             )
             if name == TRIO_SESSIONS and by_scenario.get(scenario):
                 for comparison in by_scenario[scenario]:
@@ -1437,11 +1458,17 @@ def format_callgrind(result: dict[str, Any]) -> list[str]:
                 lines.append((*cells, reference, f"{ratio:.3f}", "-", "-"))
             else:
                 lines.append((*cells, "", "", "", ""))
+    simulation = (
+        "; D1/LL misses and mispredicts per session from callgrind's cache "
+        "and branch simulation"
+        if simulated
+        else ""
+    )
     return [
         "callgrind: CPU instructions per session (the primary figure; slope "
         f"between {low:,} and {high:,} sessions, {settings['valgrind']}, "
         "PYTHONHASHSEED=0; gc off while running, then one full collection: "
-        "'garbage' is the objects per session it freed)",
+        f"'garbage' is the objects per session it freed{simulation})",
         *_columns(lines, 2),
         *(
             ["WARNING: the source changed during the runs: run again"]
@@ -1650,6 +1677,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(default: {CALLGRIND_COUNTS[0]} {CALLGRIND_COUNTS[1]})",
     )
     parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="with --callgrind, also simulate the caches and the branch "
+        "predictor: misses and mispredicts per session (twice as slow)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -1783,6 +1816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             main_scenarios,
             args.contender,
             args.quiet,
+            args.simulate,
         )
     report["wall_seconds"] = time.perf_counter() - started
     print(format_report(report))

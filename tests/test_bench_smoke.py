@@ -154,6 +154,8 @@ def test_callgrind_mode_counts_instructions_per_session(tmp_path: Path) -> None:
     assert [run["sessions"] for run in ours["runs"]] == [2, 6]
     low, high = (run["instructions"] for run in ours["runs"])
     assert ours["per_session"] == (high - low) / 4 > 0
+    # Without --simulate (twice as slow), no simulated events.
+    assert ours["simulated_per_session"] == {}
     # No reference was measured: no ratio to report.
     assert callgrind["comparisons"] == []
 
