@@ -312,14 +312,15 @@ class SessionMiddleware:
         """The request as an inline session: the app runs in this, the server's task."""
         while True:
             # Admission that cannot wait needs no checkpoint of its own: the
-            # app's first step, or the server's after it, is one anyway.
-            # The block made directly: the metadata is measured already.
+            # app's first step, or the server's after it, is one anyway. The
+            # block is made directly, for the metadata is measured already.
             wait = manager._can_wait and manager._may_wait()
             block = SessionBlock(manager, metadata, CONFIG_DEFAULT, None, wait)
             session: Session[None] | None = None
             try:
                 async with block as session:
                     exchange.session = session
+                    exchange.over = False  # again, if admission was retried
                     if self._disconnect_watch is not None:
                         exchange.watch_at = session._started_at + self._disconnect_watch
                         self._lingering.append(exchange)
