@@ -145,15 +145,22 @@ def summary(log: str, what: str, returncode: int) -> dict[str, int]:
     return totals
 
 
-def total_instructions(log: str, what: str, returncode: int) -> int:
-    """The ``I refs:`` total from valgrind's stderr ``log``; raise if the run failed."""
-    return summary(log, what, returncode)["instructions"]
-
-
 def slope(counts: Sequence[int], totals: Sequence[int]) -> float:
     """Instructions per unit between two runs: start-up and shutdown cancel out."""
     (low, high), (low_total, high_total) = counts, totals
     return (high_total - low_total) / (high - low)
+
+
+def slopes(
+    counts: Sequence[int], summaries: Sequence[dict[str, int]]
+) -> dict[str, float]:
+    """:func:`slope` of every total two :func:`summary` results share."""
+    low, high = summaries
+    return {
+        event: slope(counts, [low[event], high[event]])
+        for event in low
+        if event in high
+    }
 
 
 def run_all(

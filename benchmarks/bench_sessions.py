@@ -1234,19 +1234,15 @@ def run_callgrind(
     for (scenario, name), key in counted_as.items():
         summaries = [counted[(*key, n)][0] for n in counts]
         freed = [counted[(*key, n)][1] for n in counts]
-        totals = [summary["instructions"] for summary in summaries]
+        each = _harness.slopes(counts, summaries)
         per_session.setdefault(scenario, {})[name] = {
             "runs": [
                 {"sessions": n, **summary}
                 for n, summary in zip(counts, summaries, strict=True)
             ],
-            "per_session": _harness.slope(counts, totals),
+            "per_session": each.pop("instructions"),
             "garbage_per_session": _harness.slope(counts, freed),
-            "simulated_per_session": {
-                event: _harness.slope(counts, [s[event] for s in summaries])
-                for event in _harness.SIMULATED
-                if event in summaries[0]
-            },
+            "simulated_per_session": each,
         }
     comparisons = []
     for comparison in COMPARISONS:

@@ -15,10 +15,16 @@ Runs each server variant of ``benchmarks/wrk_e2e.py`` on a loopback port under
   inline session can cost.
 
 A plain blocking-socket client sends keep-alive ``GET /`` requests over four
-connections, one request at a time, and valgrind reports how many instructions
-the server executed in all. Each variant runs twice, with two request counts;
-the difference of the totals divided by the difference of the counts is the
-cost of one request, with start-up and shutdown cancelled out. The ratios are
+connections, one request at a time (or, with ``--in-flight K``, over K
+connections with a request outstanding on each, as ``wrk -cK`` loads a
+server), and valgrind reports how many instructions the server executed in
+all. (Under valgrind a request then takes about K x 50 ms, so a timer such as
+the middleware's one-second disconnect watch fires where natively it would
+not.) ``--simulate`` adds callgrind's simulated cache misses and branch
+mispredicts per request: what costs time but no instructions. Each variant
+runs twice, with two request counts; the difference of the totals divided by
+the difference of the counts is the cost of one request, with start-up and
+shutdown cancelled out. The ratios are
 of instructions per request (the middleware's target: at most 1.06x bare's),
 with the throughput ratio the servers would have if CPU-bound beside them, as
 ``wrk_e2e.py`` measures it. Unlike wrk's requests/s, which move by several
@@ -28,7 +34,8 @@ about 0.1%, so small changes to the hot path show. Needs valgrind (Debian:
 (servers measured side by side)::
 
     python benchmarks/callgrind_http.py [--variants bare middleware]
-        [--counts 300 1300] [--jobs 2] [--json callgrind.json]
+        [--counts 300 1300] [--jobs 2] [--in-flight 50] [--simulate]
+        [--json callgrind.json]
 """
 
 from __future__ import annotations
@@ -76,9 +83,8 @@ START_TIMEOUT = 300.0
 IO_TIMEOUT = 60.0
 
 
-def fetch(sock: socket.socket) -> None:
-    """Send one ``GET /`` on a keep-alive connection and read the whole response."""
-    sock.sendall(REQUEST)
+def receive(sock: socket.socket) -> None:
+    """Read one whole ``200`` response from a keep-alive connection."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
@@ -101,15 +107,38 @@ def fetch(sock: socket.socket) -> None:
         body += chunk
 
 
-def drive(port: int, requests: int) -> None:
-    """Send ``requests`` requests round-robin over CONNECTIONS keep-alive sockets."""
+def drive(port: int, requests: int, in_flight: int = 1) -> None:
+    """Send ``requests`` requests over keep-alive sockets, ``in_flight`` at a time.
+
+    One at a time, round-robin over CONNECTIONS sockets; or, with
+    ``in_flight`` above 1, that many sockets with one request outstanding on
+    each, the next sent as soon as its answer is read (as wrk loads a server).
+    """
     sockets = [
         socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-        for _ in range(CONNECTIONS)
+        for _ in range(max(CONNECTIONS, in_flight))
     ]
     try:
-        for i in range(requests):
-            fetch(sockets[i % CONNECTIONS])
+        if in_flight == 1:
+            for i in range(requests):
+                sockets[i % CONNECTIONS].sendall(REQUEST)
+                receive(sockets[i % CONNECTIONS])
+            return
+        waiting = sockets[: min(in_flight, requests)]
+        for sock in waiting:
+            sock.sendall(REQUEST)
+        sent = len(waiting)
+        while waiting:
+            ready, _, _ = select.select(waiting, [], [], IO_TIMEOUT)
+            if not ready:
+                raise RuntimeError("the server stopped answering")
+            for sock in ready:
+                receive(sock)
+                if sent < requests:
+                    sock.sendall(REQUEST)
+                    sent += 1
+                else:
+                    waiting.remove(sock)
     finally:
         for sock in sockets:
             sock.close()
@@ -125,10 +154,20 @@ def read_port(process: subprocess.Popen[str]) -> int:
     return int(line.strip().rpartition(":")[2])
 
 
-def count_instructions(valgrind: str, variant: str, requests: int) -> int:
-    """Run ``variant`` under callgrind, serve ``requests`` requests; total Ir."""
+def count_instructions(
+    valgrind: str,
+    variant: str,
+    requests: int,
+    in_flight: int = 1,
+    simulate: bool = False,
+) -> dict[str, int]:
+    """Run ``variant`` under callgrind, serve ``requests`` requests; the totals.
+
+    ``instructions``, and with ``simulate`` the simulated cache misses and
+    branch mispredicts (see :func:`_harness.summary`).
+    """
     server = _harness.http_server_argv(variant, CAPACITY)
-    argv = _harness.command(valgrind, *server, "--port", "0")
+    argv = _harness.command(valgrind, *server, "--port", "0", simulate=simulate)
     # valgrind's summary goes to stderr, with whatever the server logs.
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(
@@ -139,7 +178,7 @@ def count_instructions(valgrind: str, variant: str, requests: int) -> int:
             env=_harness.environment(),
         )
         try:
-            drive(read_port(process), requests)
+            drive(read_port(process), requests, in_flight)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -149,20 +188,23 @@ def count_instructions(valgrind: str, variant: str, requests: int) -> int:
                 process.communicate()
         stderr.seek(0)
         log = stderr.read()
-    return _harness.total_instructions(log, variant, process.returncode)
+    return _harness.summary(log, variant, process.returncode)
 
 
-def timed_count(valgrind: str, variant: str, requests: int) -> int:
+def timed_count(
+    valgrind: str, variant: str, requests: int, in_flight: int, simulate: bool
+) -> dict[str, int]:
     """:func:`count_instructions`, reporting the total and the time on stderr."""
     started = time.monotonic()
-    total = count_instructions(valgrind, variant, requests)
+    totals = count_instructions(valgrind, variant, requests, in_flight, simulate)
     elapsed = time.monotonic() - started
     print(
-        f"  {variant} x {requests:,}: {total:,} instructions ({elapsed:.0f} s)",
+        f"  {variant} x {requests:,}: {totals['instructions']:,} instructions "
+        f"({elapsed:.0f} s)",
         file=sys.stderr,
         flush=True,
     )
-    return total
+    return totals
 
 
 def machine(valgrind: str) -> dict[str, Any]:
@@ -198,13 +240,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="servers to run at once; counts stay the same, time shrinks (default: 1)",
     )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=1,
+        metavar="K",
+        help="requests outstanding at once, each on a connection of its own, "
+        "as wrk -cK loads a server (default: 1, over four connections in turn); "
+        "under valgrind a request then takes about K x 50 ms, so timers such "
+        "as the middleware's 1 s disconnect_watch fire as they would not natively",
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also simulate the caches and the branch predictor: misses and "
+        "mispredicts per request (twice as slow)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     low, high = args.counts
     if not 0 <= low < high:
         parser.error("--counts needs 0 <= A < B")
-    if args.jobs < 1:
-        parser.error("--jobs needs at least 1")
+    if min(args.jobs, args.in_flight) < 1:
+        parser.error("--jobs and --in-flight need at least 1")
     args.variants = list(dict.fromkeys(args.variants))
     return args
 
@@ -218,17 +276,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     source = _harness.source_digest()
     _harness.cache_bytecode()
-    totals = _harness.run_all(args.jobs, lambda run: timed_count(valgrind, *run), runs)
+    totals = _harness.run_all(
+        args.jobs,
+        lambda run: timed_count(valgrind, *run, args.in_flight, args.simulate),
+        runs,
+    )
     changed = _harness.source_digest() != source
     results: dict[str, dict[str, Any]] = {}
     for variant in args.variants:
         counted = [totals[variant, requests] for requests in (low, high)]
+        each = _harness.slopes((low, high), counted)
         results[variant] = {
             "runs": [
-                {"requests": requests, "instructions": total}
+                {"requests": requests, **total}
                 for requests, total in zip((low, high), counted, strict=True)
             ],
-            "per_request": _harness.slope((low, high), counted),
+            "per_request": each.pop("instructions"),
+            "simulated_per_request": each,
         }
     instructions: dict[str, float] = {}
     targets: dict[str, dict[str, Any]] = {}
@@ -244,12 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     # As wrk_e2e.py's ratios: throughput of top over bottom if CPU-bound, so
     # below 1 when top costs more instructions per request.
     ratios = {name: 1 / value for name, value in instructions.items()}
+    connections = max(CONNECTIONS, args.in_flight)
     print(
-        f"callgrind: instructions per GET / over {CONNECTIONS} keep-alive "
-        f"connections, slope between {low:,} and {high:,} requests"
+        f"callgrind: instructions per GET / over {connections} keep-alive "
+        f"connections, {args.in_flight} in flight, slope between {low:,} and "
+        f"{high:,} requests"
     )
     for variant, result in results.items():
-        print(f"  {variant:>18}: {result['per_request'] / 1000:,.1f} K per request")
+        simulated = "".join(
+            f", {value:,.0f} {event}"
+            for event, value in result["simulated_per_request"].items()
+        )
+        print(
+            f"  {variant:>18}: {result['per_request'] / 1000:,.1f} K per request"
+            f"{simulated}"
+        )
     for name, value in instructions.items():
         target = targets.get(name)
         verdict = (
@@ -270,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             "source_changed_during_runs": changed,
             "settings": {
                 "counts": [low, high],
-                "connections": CONNECTIONS,
+                "connections": max(CONNECTIONS, args.in_flight),
+                "in_flight": args.in_flight,
+                "simulate": args.simulate,
                 "jobs": args.jobs,
             },
             "machine": machine(valgrind),

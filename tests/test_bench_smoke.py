@@ -216,13 +216,17 @@ def test_callgrind_benchmark_counts_instructions_per_request(tmp_path: Path) -> 
     """The callgrind benchmark runs the inline floor with tiny counts, writes JSON."""
     out = tmp_path / "callgrind.json"
     argv = [sys.executable, str(CALLGRIND), "--variants", "floor-inline"]
-    argv += ["--counts", "20", "40", "--jobs", "2", "--json", str(out)]
+    argv += ["--counts", "20", "40", "--jobs", "2", "--in-flight", "6"]
+    argv += ["--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "K per request" in done.stdout
 
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["settings"]["counts"] == [20, 40]
+    # Six requests outstanding at once, each on a connection of its own.
+    settings = report["settings"]
+    assert settings["in_flight"] == settings["connections"] == 6
     assert set(report["variants"]) == {"floor-inline"}
     assert "commit" in report["machine"]
     floor = report["variants"]["floor-inline"]
