@@ -24,50 +24,24 @@ import json
 import os
 import re
 import resource
-import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from wrk_e2e import cpu_seconds, ensure_wrk
+from wrk_e2e import server as start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "http_server.py"
+# The servers' arguments after the interpreter (wrk_e2e.server runs them).
 SERVERS = {
-    "middleware": [sys.executable, "-m", "trio_sessions", "serve"],
-    "bare": [sys.executable, str(EXAMPLE), "--no-middleware"],
+    "middleware": ["-m", "trio_sessions", "serve"],
+    "bare": [str(EXAMPLE), "--no-middleware"],
 }
 CONNECTIONS = (10, 50, 100)
 GOAL = 0.8
-
-
-@contextmanager
-def running(command: list[str]) -> Iterator[tuple[int, int]]:
-    """Run a server on a free loopback port; yield (port, pid); stop it by its PID."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [*command, "--port", "0", "--max-sessions", "1000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"{command} did not start: {line!r}")
-        yield int(line.strip().rpartition(":")[2]), process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def measured(command: list[str], server_pid: int) -> tuple[str, float, float]:
@@ -191,7 +165,8 @@ def main() -> int:
     ok = True
     with ExitStack() as stack:
         servers = {
-            name: stack.enter_context(running(cmd)) for name, cmd in SERVERS.items()
+            name: stack.enter_context(start_server(*argv, "--max-sessions", "1000"))
+            for name, argv in SERVERS.items()
         }
         for port, pid in servers.values():
             run_wrk(wrk, port, pid, 50, 1.0)  # warm-up: imports, caches, TCP
@@ -212,7 +187,7 @@ def main() -> int:
         )
         for name, (port, pid) in servers.items():
             medians = {c: median(runs) for c, runs in results[name].items()}
-            print(f"\n{name} ({' '.join(SERVERS[name][1:])}):")
+            print(f"\n{name} ({' '.join(SERVERS[name])}):")
             for contender, runs in results[name].items():
                 m = medians[contender]
                 each = ", ".join(f"{run.rate:,.0f}" for run in runs)
