@@ -310,6 +310,53 @@ CONFIG_FIELDS: dict[str, tuple[Any, list[tuple[Any, type[Exception]]]]] = {
             (NOT_A_NUMBER | st.none(), TypeError),
         ],
     ),
+    "max_sessions_per_key": (
+        st.none() | st.integers(1, 10**6),
+        [
+            (st.integers(max_value=0), ValueError),
+            (st.floats() | NOT_A_NUMBER, TypeError),
+        ],
+    ),
+    "key_limits": (
+        st.dictionaries(st.text(max_size=5), st.integers(1, 100), max_size=3),
+        [
+            (
+                st.dictionaries(
+                    st.text(max_size=5), st.integers(max_value=0), min_size=1
+                ),
+                ValueError,
+            ),
+            (st.dictionaries(st.integers(), st.integers(1, 5), min_size=1), TypeError),
+            (
+                st.dictionaries(
+                    st.text(max_size=5), NOT_A_NUMBER | st.floats(), min_size=1
+                ),
+                TypeError,
+            ),
+            (st.lists(st.integers()) | st.none() | st.integers(), TypeError),
+        ],
+    ),
+    "tracked_keys": (
+        st.integers(0, 1000),
+        [
+            (st.integers(max_value=-1), ValueError),
+            (st.floats() | NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+    "reserved_share": (
+        st.floats(0, 1, exclude_max=True) | st.just(0),
+        [
+            (
+                st.floats(min_value=1) | st.floats(max_value=-1e-9) | st.just(math.nan),
+                ValueError,
+            ),
+            (NOT_A_NUMBER | st.none(), TypeError),
+        ],
+    ),
+    "reserved_priority": (
+        st.integers(-10, 10),
+        [(st.floats() | NOT_A_NUMBER | st.none(), TypeError)],
+    ),
 }
 
 

@@ -163,6 +163,7 @@ async def test_full_queue_refuses_before_reading_metadata(
         stats = check_invariants(session_manager)
         assert stats.rejections == {
             "capacity": 1,
+            "key_capacity": 0,
             "shutting_down": 0,
             "metadata": 0,
         }

@@ -443,7 +443,8 @@ def test_rendered_config_shows_every_default(built_docs: Path) -> None:
         if sig.startswith("class trio_sessions.SessionConfig(")
     ]
     params = config.removeprefix("class trio_sessions.SessionConfig(").rstrip(")")
-    assert params.split(", ") == [
+    # Split at the commas between parameters, not those inside brackets.
+    assert re.split(r", (?![^\[]*\])", params) == [
         "max_sessions: int = 200",
         "request_timeout: float | None = 30.0",
         "shutdown_timeout: float = 5.0",
@@ -452,6 +453,11 @@ def test_rendered_config_shows_every_default(built_docs: Path) -> None:
         "max_session_metadata_bytes: int | None = 10_240",
         "max_metadata_bytes: int | None = None",
         "shutdown_grace: float = 1.0",
+        "max_sessions_per_key: int | None = None",
+        "key_limits: Mapping[str, int] = dict()",
+        "tracked_keys: int = 20",
+        "reserved_share: float = 0.0",
+        "reserved_priority: int = 1",
     ]
     assert all(field.name in params for field in attrs.fields(ts.SessionConfig))
 

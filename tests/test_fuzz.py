@@ -72,7 +72,7 @@ class Model:
     created: int = 0
     counts: dict[ts.Outcome, int] = attrs.Factory(lambda: dict.fromkeys(ts.Outcome, 0))
     rejections: dict[str, int] = attrs.Factory(
-        lambda: {"capacity": 0, "shutting_down": 0, "metadata": 0}
+        lambda: {"capacity": 0, "key_capacity": 0, "shutting_down": 0, "metadata": 0}
     )
     peak_active: int = 0
     peak_metadata: int = 0

@@ -105,7 +105,12 @@ class ManagerMachine(RuleBasedStateMachine):
             "timed_out": 0,
             "cancelled": 0,
         }
-        self.rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
+        self.rejections = {
+            "capacity": 0,
+            "key_capacity": 0,
+            "shutting_down": 0,
+            "metadata": 0,
+        }
         self.peak = 0
         self.now = 0.0
         self.closing = False

@@ -18,7 +18,12 @@ async def test_statistics_snapshot_is_frozen_and_complete(
     async with ts.open_session_manager(max_sessions=3) as manager:
         stats = manager.statistics()
     assert stats.success_rate is None
-    assert dict(stats.rejections) == {"capacity": 0, "shutting_down": 0, "metadata": 0}
+    assert dict(stats.rejections) == {
+        "capacity": 0,
+        "key_capacity": 0,
+        "shutting_down": 0,
+        "metadata": 0,
+    }
     assert stats.durations == ts.LatencySummary(0, None, None, None, None, None, None)
     with pytest.raises(AttributeError):
         stats.active = 1  # type: ignore[misc]

@@ -7,6 +7,7 @@ under a cancel-scope deadline, counted exactly and drained on shutdown.
 
 from __future__ import annotations
 
+from ._adaptive import LimitController as LimitController
 from ._config import CONFIG_DEFAULT as CONFIG_DEFAULT
 from ._config import ConfigDefault as ConfigDefault
 from ._config import SessionConfig as SessionConfig
@@ -22,6 +23,7 @@ from ._inline import SessionBlock as SessionBlock
 from ._latency import LatencySummary as LatencySummary
 from ._manager import SessionManager as SessionManager
 from ._manager import open_session_manager as open_session_manager
+from ._scheduler import KeyStatistics as KeyStatistics
 from ._session import Outcome as Outcome
 from ._session import Session as Session
 from ._session import SessionState as SessionState
@@ -33,7 +35,9 @@ __all__ = [
     "AdmissionGuard",
     "CapacityError",
     "ConfigDefault",
+    "KeyStatistics",
     "LatencySummary",
+    "LimitController",
     "MetadataError",
     "Outcome",
     "RejectedError",

@@ -22,6 +22,7 @@ import trio
 
 from ._config import CONFIG_DEFAULT, ConfigDefault, SessionConfig
 from ._errors import (
+    CAPACITY_MESSAGE,
     CapacityError,
     MetadataError,
     RejectedError,
@@ -37,6 +38,8 @@ from ._metadata import (
     encode_metadata,
     over_limit_error,
 )
+from ._retry_after import RetryAfter
+from ._scheduler import Scheduler
 from ._session import Outcome, Session
 from ._shutdown import Drain
 from ._validate import check_seconds
@@ -58,6 +61,8 @@ Metadata = Mapping[str, Any] | MeasuredMetadata | None
 # Session ids are unique in the process, so logs of several managers never clash.
 _next_number = itertools.count(1).__next__
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+# An exception without its Python-level __init__ (see new_capacity_error).
+_new_exception = CapacityError.__new__
 _TASK_NAME = "trio_sessions.session"
 
 
@@ -104,6 +109,7 @@ class Admission:
         "_metadata_bytes",
         "_peak_active",
         "_peak_metadata_bytes",
+        "_scheduler",
         "_waiting",
     )
 
@@ -131,6 +137,8 @@ class Admission:
     _metadata_bytes: int
     _peak_metadata_bytes: int
     _wait_times: LatencyRecorder
+    _scheduler: Scheduler | None
+    _retry_after: RetryAfter
 
     # The manager's: stop the guard once drained and no caller is inside it;
     # settle a session (an inline block's exit settles its own).
@@ -145,6 +153,8 @@ class Admission:
         metadata: Mapping[str, Any] | None = None,
         timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
         name: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> Session[T]:
         """Admit a session at once, or raise without waiting and without spawning.
 
@@ -181,7 +191,9 @@ class Admission:
         if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
             raise _not_a_coroutine(fn, coro)
         try:
-            session: Session[T] = self._admit_now(metadata, timeout, name)
+            session: Session[T] = self._admit_now(
+                metadata, timeout, name, key, priority
+            )
         except BaseException:
             coro.close()
             raise
@@ -194,6 +206,8 @@ class Admission:
         metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
+        key: str | None,
+        priority: int,
     ) -> Session[Any]:
         """Admit a new session at once, or refuse: both nowait forms' admission.
 
@@ -234,11 +248,18 @@ class Admission:
             )
         else:
             session = self._new_session(metadata, seconds, name, self._now())
-        try:
-            self._limiter.acquire_on_behalf_of_nowait(session)
-        except trio.WouldBlock:
-            # A freed token was handed to a queued caller that has not run yet.
-            raise self._refuse("capacity", new_capacity_error()) from None
+        if key is None and priority == 0 and self._scheduler is None:
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(session)
+            except trio.WouldBlock:
+                # A freed token was handed to a queued caller not yet run.
+                raise self._refuse("capacity", self._capacity_error()) from None
+        else:
+            scheduler = self._scheduler_for(key, priority)
+            blocker = scheduler.blocker(key, priority)
+            if blocker is not None:
+                raise self._refuse_blocked(blocker, key)
+            scheduler.take(session, key)
         if session._metadata_bytes:
             self._register(session)  # with its bytes, against the budget
         else:
@@ -255,6 +276,8 @@ class Admission:
         metadata: Mapping[str, Any] | None = None,
         timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
         name: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> SessionBlock:
         """An inline session: its body runs in the caller's own task.
 
@@ -281,7 +304,7 @@ class Admission:
           TypeError: an argument has the wrong type.
           ValueError: ``timeout`` is negative or NaN.
         """
-        return SessionBlock(self, metadata, timeout, name, True)
+        return SessionBlock(self, metadata, timeout, name, True, key, priority)
 
     def session_nowait(
         self,
@@ -289,6 +312,8 @@ class Admission:
         metadata: Mapping[str, Any] | None = None,
         timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
         name: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> SessionBlock:
         """An inline session admitted at once or refused, never waiting.
 
@@ -311,21 +336,27 @@ class Admission:
           TypeError: an argument has the wrong type.
           ValueError: ``timeout`` is negative or NaN.
         """
-        return SessionBlock(self, metadata, timeout, name, False)
+        return SessionBlock(self, metadata, timeout, name, False, key, priority)
 
     async def _enter(
         self,
         metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
+        key: str | None,
+        priority: int,
     ) -> Session[None]:
         """Enter an inline session as :meth:`start_session` admits: may wait."""
         await _checkpoint_if_cancelled()
-        if self._drain.closing or not (self._can_wait and self._may_wait()):
-            session = self._enter_nowait(metadata, timeout, name)
+        if self._drain.closing or not (
+            self._can_wait and self._may_wait(key, priority)
+        ):
+            session = self._enter_nowait(metadata, timeout, name, key, priority)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return session
-        session, waited = await self._wait_for_admission(metadata, timeout, name)
+        session, waited = await self._wait_for_admission(
+            metadata, timeout, name, key, priority
+        )
         try:
             self._enter_admitted(session)
         except BaseException:
@@ -340,13 +371,15 @@ class Admission:
         metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
+        key: str | None,
+        priority: int,
     ) -> Session[None]:
         """Enter an inline session now, or raise: the gate of the nowait forms."""
         if len(self._sessions) >= self._nowait_limit or get_ident() != self._thread:
             if get_ident() != self._thread:
                 raise foreign_thread_error()
             raise self._gate_refusal("session_nowait", "async with manager.session()")
-        session: Session[None] = self._admit_now(metadata, timeout, name)
+        session: Session[None] = self._admit_now(metadata, timeout, name, key, priority)
         # Admitted and started in the same step: one reading of the clock.
         session._enter_scope(session._created_at)
         return session
@@ -365,13 +398,17 @@ class Admission:
         # TypeError, never counted as a refusal.
         if not callable(fn):
             return _not_callable(fn)
-        if self._drain.closing or self._guard is not None:
+        if not self._nowait_limit:
+            # Closing or guarded: the gate admits nobody.
             return self._gate_refusal(
                 "start_session_nowait", "await manager.start_session(...)"
             )
-        # At capacity, the overload hot path: counted here, not through a call.
+        # At capacity, the overload hot path: counted and made here, not
+        # through calls (new_capacity_error, spelled out).
         self._rejections["capacity"] += 1
-        return new_capacity_error()
+        error = _new_exception(CapacityError, CAPACITY_MESSAGE)
+        error._estimator = self._retry_after
+        return error
 
     def _gate_refusal(self, form: str, instead: str) -> Exception:
         """Why the gate of the nowait ``form`` refuses a well-formed caller."""
@@ -385,7 +422,7 @@ class Admission:
         # The overload hot path: counted here, not through _refuse, which
         # would cost it 10 of its 77 instructions (bench_sessions --opcodes).
         self._rejections["capacity"] += 1
-        return new_capacity_error()
+        return new_capacity_error(self._retry_after)
 
     def _refuse(self, reason: str, error: E) -> E:
         """Count a refusal for ``reason``: every refusal but the hot one passes here.
@@ -402,15 +439,64 @@ class Admission:
             message = "the session manager is shutting down"
         return self._refuse("shutting_down", ShuttingDownError(message))
 
-    def _may_wait(self) -> bool:
+    def _capacity_error(self) -> CapacityError:
+        return new_capacity_error(self._retry_after)
+
+    def _refuse_blocked(self, blocker: str, key: str | None) -> CapacityError:
+        """Count and return the refusal of a caller the scheduler may not admit now."""
+        if blocker == "key_capacity":
+            assert key is not None
+            assert self._scheduler is not None
+            self._scheduler.refused(key)
+            error = CapacityError(
+                f"Maximum concurrent sessions for key {key!r} reached "
+                f"({self._scheduler.key_limit(key)})",
+                reason="key_capacity",
+                key=key,
+            )
+            error._estimator = self._retry_after
+            return self._refuse("key_capacity", error)
+        return self._refuse("capacity", self._capacity_error())
+
+    def _scheduler_for(self, key: str | None, priority: int) -> Scheduler:
+        """The scheduler, made at the first ``key=`` or ``priority=``; checks both."""
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self._limiter, self._config)
+        return self._scheduler
+
+    def _blocker(self, key: str | None, priority: int) -> str | None:
+        """Why a caller may not take a slot now ("capacity", "key_capacity"), if so."""
+        if key is None and priority == 0 and self._scheduler is None:
+            return "capacity" if self._limiter.available_tokens <= 0 else None
+        return self._scheduler_for(key, priority).blocker(key, priority)
+
+    def _take(self, session: Session[Any], key: str | None) -> None:
+        """Give ``session`` the token :meth:`_blocker` said was free for it."""
+        if self._scheduler is None:
+            self._limiter.acquire_on_behalf_of_nowait(session)
+        else:
+            self._scheduler.take(session, key)
+
+    def _release_token(self, session: Session[Any]) -> None:
+        """Give back the token of a session admission failed after taking it."""
+        self._limiter.release_on_behalf_of(session)
+        if self._scheduler is not None:
+            self._scheduler.released(session)
+
+    def _may_wait(self, key: str | None = None, priority: int = 0) -> bool:
         """Whether admission may have to wait now: the one place that decides.
 
         It may when a guard must be asked (which may need I/O), or when no
-        slot is free and callers may queue for one. Never, if :attr:`_can_wait`
-        is false (no guard, no queue): callers test that first, for free.
+        slot is free for this caller and callers may queue for one. Never, if
+        :attr:`_can_wait` is false (no guard, no queue): callers test that
+        first, for free.
         """
         return self._guard is not None or bool(
-            self._max_waiting and not self._limiter.available_tokens
+            self._max_waiting and self._blocker(key, priority) is not None
         )
 
     async def start_session(
@@ -420,6 +506,8 @@ class Admission:
         metadata: Mapping[str, Any] | None = None,
         timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
         name: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> Session[T]:
         """Admit a session running ``await fn(*args)`` and return its handle.
 
@@ -449,13 +537,23 @@ class Admission:
           ValueError: ``timeout`` is negative or NaN.
         """
         await _checkpoint_if_cancelled()
-        if self._drain.closing or not (self._can_wait and self._may_wait()):
+        if self._drain.closing or not (
+            self._can_wait and self._may_wait(key, priority)
+        ):
             session = self.start_session_nowait(
-                fn, *args, metadata=metadata, timeout=timeout, name=name
+                fn,
+                *args,
+                metadata=metadata,
+                timeout=timeout,
+                name=name,
+                key=key,
+                priority=priority,
             )
             await trio.lowlevel.cancel_shielded_checkpoint()
             return session
-        return await self._start_waiting(fn, args, metadata, timeout, name)
+        return await self._start_waiting(
+            fn, args, metadata, timeout, name, key, priority
+        )
 
     async def run(
         self,
@@ -464,6 +562,8 @@ class Admission:
         metadata: Mapping[str, Any] | None = None,
         timeout: float | ConfigDefault | None = CONFIG_DEFAULT,
         name: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> T:
         """Run ``await fn(*args)`` as a session and return its result.
 
@@ -474,15 +574,27 @@ class Admission:
         Raises whatever :meth:`start_session` and :meth:`Session.wait` raise.
         This is a checkpoint; cancelling it stops the waiting, not the session.
         """
-        if self._can_wait and self._may_wait():
+        if self._can_wait and self._may_wait(key, priority):
             session = await self.start_session(
-                fn, *args, metadata=metadata, timeout=timeout, name=name
+                fn,
+                *args,
+                metadata=metadata,
+                timeout=timeout,
+                name=name,
+                key=key,
+                priority=priority,
             )
         else:
             # Admission cannot block here, and the wait below is the checkpoint.
             await _checkpoint_if_cancelled()
             session = self.start_session_nowait(
-                fn, *args, metadata=metadata, timeout=timeout, name=name
+                fn,
+                *args,
+                metadata=metadata,
+                timeout=timeout,
+                name=name,
+                key=key,
+                priority=priority,
             )
         return await session._wait()
 
@@ -493,11 +605,15 @@ class Admission:
         metadata: Mapping[str, Any] | None,
         timeout: float | ConfigDefault | None,
         name: str | None,
+        key: str | None,
+        priority: int,
     ) -> Session[T]:
         """Admission that may wait, then the session's task."""
         if not callable(fn):
             raise _not_callable(fn)
-        session, waited = await self._wait_for_admission(metadata, timeout, name)
+        session, waited = await self._wait_for_admission(
+            metadata, timeout, name, key, priority
+        )
         try:
             self._admit(session, fn, args)
         except BaseException:
@@ -512,6 +628,8 @@ class Admission:
         metadata: Metadata,
         timeout: float | ConfigDefault | None,
         name: str | None,
+        key: str | None,
+        priority: int,
     ) -> tuple[Session[Any], float | None]:
         """Admission that may wait: for a local slot, then for the guard's lease.
 
@@ -521,11 +639,11 @@ class Admission:
         caller allowed to queue), else None. ``wait_timeout`` bounds the
         whole wait: the local queue and the guard share one deadline.
         """
-        limiter = self._limiter
         may_queue = self._max_waiting > self._waiting
-        if limiter.available_tokens <= 0 and not may_queue:
+        blocker = self._blocker(key, priority)
+        if blocker is not None and not may_queue:
             # Refused before anything is built, as the nowait forms do.
-            raise self._refuse("capacity", new_capacity_error())
+            raise self._refuse_blocked(blocker, key)
         queued_at = trio.current_time()
         if timeout is CONFIG_DEFAULT:
             seconds = self._default_timeout  # checked with the config
@@ -534,11 +652,11 @@ class Admission:
         session: Session[Any] = self._new_session(metadata, seconds, name, queued_at)
         wait_timeout = self._config.wait_timeout
         deadline = math.inf if wait_timeout is None else queued_at + wait_timeout
-        queued = limiter.available_tokens <= 0
+        queued = blocker is not None
         if queued:
-            await self._wait_for_slot(session, deadline)
+            await self._wait_for_slot(session, deadline, key, priority)
         else:
-            limiter.acquire_on_behalf_of_nowait(session)
+            self._take(session, key)
         guard = self._guard
         if guard is not None:
             try:
@@ -547,7 +665,7 @@ class Admission:
                     guard, session, deadline if may_queue else -math.inf
                 )
             except BaseException:
-                limiter.release_on_behalf_of(session)
+                self._release_token(session)
                 raise
         now = trio.current_time()
         session._admit(now)
@@ -555,15 +673,20 @@ class Admission:
             return session, now - queued_at
         return session, None
 
-    async def _wait_for_slot(self, session: Session[Any], deadline: float) -> None:
+    async def _wait_for_slot(
+        self, session: Session[Any], deadline: float, key: str | None, priority: int
+    ) -> None:
         """Queue for a token on behalf of ``session``; return holding it, or raise."""
+        # Queueing is possible only with max_waiting > 0, which makes one.
+        scheduler = self._scheduler
+        assert scheduler is not None
         scope = trio.CancelScope(deadline=deadline)
         self._waiting += 1
         self._waiter_scopes.add(scope)
         acquired = False
         try:
             with scope:
-                await self._limiter.acquire_on_behalf_of(session)
+                await scheduler.wait(session, key, priority)
                 acquired = True
         finally:
             self._waiting -= 1
@@ -572,16 +695,17 @@ class Admission:
         # we ran again; it still wins, and the token goes back.
         if self._drain.closing:
             if acquired:
-                self._limiter.release_on_behalf_of(session)
+                self._release_token(session)
             raise self._refuse_shutting_down()
         if not acquired:
             waited = self._config.wait_timeout
-            raise self._refuse(
-                "capacity",
-                CapacityError(
-                    f"Maximum concurrent sessions reached (waited {waited} seconds)"
-                ),
+            if key is not None and scheduler.blocker(key, priority) == "key_capacity":
+                raise self._refuse_blocked("key_capacity", key)
+            error = CapacityError(
+                f"Maximum concurrent sessions reached (waited {waited} seconds)"
             )
+            error._estimator = self._retry_after
+            raise self._refuse("capacity", error)
 
     async def _acquire_lease(
         self, guard: AdmissionGuard, session: Session[Any], deadline: float
@@ -678,7 +802,7 @@ class Admission:
         try:
             coro = _coroutine_of(fn, args)
         except BaseException:
-            self._limiter.release_on_behalf_of(session)
+            self._release_token(session)
             raise
         try:
             self._register(session)
@@ -698,7 +822,7 @@ class Admission:
         if size:
             total = self._metadata_bytes + size
             if self._admit_budget is not None and total > self._admit_budget:
-                self._limiter.release_on_behalf_of(session)
+                self._release_token(session)
                 raise self._over_budget(size, total)
             self._metadata_bytes = total
             if total > self._peak_metadata_bytes:

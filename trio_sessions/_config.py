@@ -6,6 +6,7 @@ import enum
 import math
 import sys
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final, final
 
 import attrs
@@ -50,6 +51,45 @@ def _seconds(*, optional: bool) -> Any:
     return check
 
 
+def _key_limits(value: Any) -> Any:
+    """A private read-only copy of a mapping of per-key limits (checked later)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    return value
+
+
+def _check_key_limits(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "SessionConfig.key_limits must be a mapping of key to limit, "
+            f"not {type(value).__name__}"
+        )
+    for key, limit in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"SessionConfig.key_limits: keys must be str, not {key!r}")
+        check_count(limit, f"SessionConfig.key_limits[{key!r}]", minimum=1)
+
+
+def _check_share(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"SessionConfig.reserved_share must be a number, not {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(
+            f"SessionConfig.reserved_share must be >= 0 and < 1, got {value!r}"
+        )
+
+
+def _check_priority(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"SessionConfig.{attribute.name} must be an int, not {value!r}")
+
+
 def _longer_than_any_deadline(value: Any) -> Any:
     """Store an int too large for a float as infinity, as check_seconds reads it."""
     if isinstance(value, int) and value > sys.float_info.max:
@@ -86,6 +126,16 @@ class SessionConfig:
       shutdown_grace: Extra seconds shutdown waits, after cancelling, for
         cancelled sessions to unwind before it reports the ones that shield
         themselves as stuck (see :attr:`ShutdownReport.stuck`).
+      max_sessions_per_key: Sessions of one ``key=`` running at once (within
+        ``max_sessions``); ``None`` for no limit per key.
+      key_limits: Limits for named keys, overriding ``max_sessions_per_key``
+        (``{"tenant-a": 20}``).
+      tracked_keys: Keys reported by name in :attr:`SessionStatistics.keys`
+        (the busiest); the others are added up under ``"other"``.
+      reserved_share: Share of the capacity, from 0 to below 1, that only
+        callers with ``priority >= reserved_priority`` may take, so health
+        checks and paying customers get through a saturated manager.
+      reserved_priority: The lowest ``priority=`` that may use the reserved share.
     """
 
     max_sessions: int = attrs.field(default=200, validator=_count(1))
@@ -116,6 +166,15 @@ class SessionConfig:
         converter=_longer_than_any_deadline,
         validator=_seconds(optional=False),
     )
+    max_sessions_per_key: int | None = attrs.field(
+        default=None, validator=_count(1, optional=True)
+    )
+    key_limits: Mapping[str, int] = attrs.field(
+        factory=dict, converter=_key_limits, validator=_check_key_limits
+    )
+    tracked_keys: int = attrs.field(default=20, validator=_count(0))
+    reserved_share: float = attrs.field(default=0.0, validator=_check_share)
+    reserved_priority: int = attrs.field(default=1, validator=_check_priority)
 
 
 def resolve_config(

@@ -6,9 +6,12 @@ Every error derives from :class:`SessionError`; refusals at admission derive fro
 
 from __future__ import annotations
 
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
+
+if TYPE_CHECKING:
+    from ._retry_after import RetryAfter
 
 CAPACITY_MESSAGE = "Maximum concurrent sessions reached"
 
@@ -48,29 +51,61 @@ class CapacityError(RejectedError):
 
     Raised at once when the manager is full and ``max_waiting`` waiters already
     queue, when ``wait_timeout`` expires, and always by ``start_session_nowait``
-    when no slot is free::
+    when no slot is free; with ``reason == "key_capacity"`` when the caller's
+    ``key=`` was at its own limit. :attr:`retry_after` says when to try again::
 
         try:
             manager.start_session_nowait(handler)
-        except ts.CapacityError:
-            return 503
+        except ts.CapacityError as exc:
+            return 503, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     """
 
     reason = "capacity"
+    #: The key whose limit was reached (``reason == "key_capacity"``), else None.
+    key: str | None = None
+    # A refusal by a manager carries its estimator, read only if retry_after
+    # is (refusing at capacity is a hot path under overload); one made by
+    # hand carries the figure it was given.
+    _retry_after: float | None = None
+    _estimator: RetryAfter | None = None
 
     def __init__(
-        self, message: str = CAPACITY_MESSAGE, *, reason: str | None = None
+        self,
+        message: str = CAPACITY_MESSAGE,
+        *,
+        reason: str | None = None,
+        key: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, reason=reason)
+        if key is not None:
+            self.key = key
+        if retry_after is not None:
+            self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds after which a slot should be free for a caller arriving now.
+
+        The refusing manager's estimate, made when first read, from the
+        recent sessions' run times, the callers queued and the limit (of the
+        key, for ``"key_capacity"``); ``None`` for an error made by hand
+        without one. Send it as ``Retry-After`` in whole seconds, at least 1.
+        """
+        if self._retry_after is None and self._estimator is not None:
+            self._retry_after = self._estimator.estimate(self.key)
+        return self._retry_after
 
 
-def new_capacity_error() -> CapacityError:
+def new_capacity_error(estimator: RetryAfter | None = None) -> CapacityError:
     """``CapacityError()`` without running Python-level ``__init__`` code.
 
     Refusal at capacity is a hot path under overload; ``BaseException.__new__``
     already stores the message in ``args``, and ``reason`` is the class default.
     """
-    return CapacityError.__new__(CapacityError, CAPACITY_MESSAGE)
+    error = CapacityError.__new__(CapacityError, CAPACITY_MESSAGE)
+    error._estimator = estimator
+    return error
 
 
 @final

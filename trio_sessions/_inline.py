@@ -53,7 +53,16 @@ class SessionBlock:
     nothing. A block is entered once; make a new one for each session.
     """
 
-    __slots__ = ("_manager", "_metadata", "_name", "_session", "_timeout", "_wait")
+    __slots__ = (
+        "_key",
+        "_manager",
+        "_metadata",
+        "_name",
+        "_priority",
+        "_session",
+        "_timeout",
+        "_wait",
+    )
 
     def __init__(
         self,
@@ -62,11 +71,15 @@ class SessionBlock:
         timeout: float | ConfigDefault | None,
         name: str | None,
         wait: bool,
+        key: str | None = None,
+        priority: int = 0,
     ) -> None:
         self._manager = manager
         self._metadata = metadata
         self._timeout = timeout
         self._name = name
+        self._key = key
+        self._priority = priority
         # Whether entering may wait for a slot (session()) or never yields
         # (session_nowait()).
         self._wait = wait
@@ -83,9 +96,13 @@ class SessionBlock:
             )
         manager = self._manager
         if self._wait:
-            session = await manager._enter(self._metadata, self._timeout, self._name)
+            session = await manager._enter(
+                self._metadata, self._timeout, self._name, self._key, self._priority
+            )
         else:
-            session = manager._enter_nowait(self._metadata, self._timeout, self._name)
+            session = manager._enter_nowait(
+                self._metadata, self._timeout, self._name, self._key, self._priority
+            )
         self._session = session
         return session
 

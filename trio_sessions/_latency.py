@@ -172,6 +172,11 @@ class LatencyRecorder:
         """Number of values recorded (summed when asked: record() is the hot path)."""
         return sum(self._counts)
 
+    @property
+    def total(self) -> float:
+        """Sum of the values recorded."""
+        return self._total
+
     def record(self, value: float) -> None:
         self._total += value
         # bisect_left finds the first edge >= value: Prometheus' "le" exactly.

@@ -20,15 +20,18 @@ from typing import Any, Final, final
 
 import trio
 
+from ._adaptive import LimitController
 from ._admission import Admission, foreign_thread_error
 from ._config import SessionConfig, resolve_config
 from ._guard import AdmissionGuard
 from ._latency import LatencyRecorder
+from ._retry_after import RetryAfter
+from ._scheduler import NO_KEYS, KeyStatistics, Scheduler
 from ._session import Outcome, Session, SessionsView
 from ._shutdown import Drain
 from ._statistics import SessionStatistics, ShutdownReport
 from ._task import INLINE_OUTSIDE_CANCEL_REASON, abort_reason, run_session, settle_exit
-from ._validate import check_seconds
+from ._validate import check_count, check_seconds
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -61,6 +64,7 @@ class SessionManager(Admission):
         "_cancelled",
         "_closed",
         "_config",
+        "_controller",
         "_default_timeout",
         "_drain",
         "_durations",
@@ -68,12 +72,14 @@ class SessionManager(Admission):
         "_guard",
         "_guard_scope",
         "_guard_stopped",
+        "_limit_changes",
         "_limiter",
         "_max_waiting",
         "_metadata_limit",
         "_now",
         "_nowait_limit",
         "_rejections",
+        "_retry_after",
         "_session_task",
         "_sessions",
         "_sessions_view",
@@ -91,16 +97,34 @@ class SessionManager(Admission):
         config: SessionConfig,
         nursery: trio.Nursery,
         guard: AdmissionGuard | None = None,
+        controller: LimitController | None = None,
     ) -> None:
         self._config = config
         self._guard = guard
+        self._controller = controller
+        limit = config.max_sessions if controller is None else _first_limit(controller)
+        self._limit_changes = 0
         # Bound once, not per session: a bound method is an allocation.
         self._spawn = nursery.start_soon
-        self._limiter = trio.CapacityLimiter(config.max_sessions)
-        # Sessions start_session_nowait may admit: max_sessions, or 0 once it
+        self._limiter = trio.CapacityLimiter(limit)
+        # Sessions start_session_nowait may admit: the limit, or 0 once it
         # must refuse everyone (a guard to consult, or shutdown), so that its
         # gate is one comparison.
-        self._nowait_limit = 0 if guard is not None else config.max_sessions
+        self._nowait_limit = 0 if guard is not None else limit
+        # Who gets a slot, when the limiter alone cannot say: made now if the
+        # config asks for a queue, key limits or a reserve, or there is a
+        # controller to feed, else at the first key= or priority=.
+        self._scheduler = (
+            Scheduler(self._limiter, config)
+            if (
+                config.max_waiting
+                or config.max_sessions_per_key is not None
+                or config.key_limits
+                or config.reserved_share
+                or controller is not None
+            )
+            else None
+        )
         self._max_waiting = config.max_waiting
         # Whether admission can ever wait (a guard to ask, or a queue): if not,
         # _may_wait() need not even be called.
@@ -135,7 +159,12 @@ class SessionManager(Admission):
         self._closed = False
         # Completed sessions by outcome.
         self._succeeded = self._failed = self._timed_out = self._cancelled = 0
-        self._rejections = {"capacity": 0, "shutting_down": 0, "metadata": 0}
+        self._rejections = {
+            "capacity": 0,
+            "key_capacity": 0,
+            "shutting_down": 0,
+            "metadata": 0,
+        }
         if guard is not None:
             self._rejections.update(dict.fromkeys(guard.reasons, 0))
         self._peak_active = 0
@@ -145,6 +174,13 @@ class SessionManager(Admission):
         self._waiter_scopes: set[trio.CancelScope] = set()
         self._durations = LatencyRecorder()
         self._wait_times = LatencyRecorder()
+        self._retry_after = RetryAfter(
+            self._durations,
+            self._now,
+            self._current_limit,
+            self._waiting_now,
+            self._key_limit,
+        )
         self._drain = Drain(
             self._sessions,
             self._waiter_scopes,
@@ -176,6 +212,19 @@ class SessionManager(Admission):
         return self._sessions_view
 
     @property
+    def max_sessions(self) -> int:
+        """The capacity in force now: ``config.max_sessions`` until resized.
+
+        With a ``controller``, the limit it chose last.
+        """
+        return self._current_limit()
+
+    @property
+    def controller(self) -> LimitController | None:
+        """The :class:`LimitController` the manager was opened with, if any."""
+        return self._controller
+
+    @property
     def guard(self) -> AdmissionGuard | None:
         """The :class:`AdmissionGuard` given to :func:`open_session_manager`, if any."""
         return self._guard
@@ -196,8 +245,13 @@ class SessionManager(Admission):
         # "created" needs no counter of its own on the hot path.
         completed = self._succeeded + self._failed + self._timed_out + self._cancelled
         rejections = dict(self._rejections)
+        keys: dict[str, KeyStatistics]
+        if self._scheduler is None:
+            keys, other_keys = {}, NO_KEYS
+        else:
+            keys, other_keys = self._scheduler.key_statistics()
         return SessionStatistics(
-            max_sessions=self._config.max_sessions,
+            max_sessions=self._current_limit(),
             active=len(self._sessions),
             waiting=self._waiting,
             peak_active=self._peak_active,
@@ -214,7 +268,80 @@ class SessionManager(Admission):
             peak_metadata_bytes=self._peak_metadata_bytes,
             durations=self._durations.summary(),
             wait_times=self._wait_times.summary(),
+            limit_changes=self._limit_changes,
+            keys=MappingProxyType(keys),
+            other_keys=other_keys,
         )
+
+    def _current_limit(self) -> int:
+        total = self._limiter.total_tokens
+        assert isinstance(total, int)  # only ever set to ints
+        return total
+
+    def _waiting_now(self) -> int:
+        return self._waiting
+
+    def _key_limit(self, key: str) -> int | None:
+        return None if self._scheduler is None else self._scheduler.key_limit(key)
+
+    # ------------------------------------------------------------------ resize
+
+    def resize(self, max_sessions: int) -> None:
+        """Change the capacity to ``max_sessions``, at once and without cancelling.
+
+        Up, queued callers take the new slots in this very step; down, no one
+        is admitted until fewer than ``max_sessions`` run, and the running
+        sessions finish as they would have::
+
+            manager.resize(manager.max_sessions * 2)   # more workers came up
+
+        Not a checkpoint. ``statistics().max_sessions`` is the new limit, and
+        ``statistics().limit_changes`` counts each change.
+
+        Raises:
+          TypeError: ``max_sessions`` is not an int.
+          ValueError: ``max_sessions`` is below 1.
+          RuntimeError: the manager has a ``controller``, which sets its limit.
+        """
+        if get_ident() != self._thread:
+            raise foreign_thread_error()
+        check_count(max_sessions, "max_sessions", minimum=1)
+        if self._controller is not None:
+            raise RuntimeError(
+                f"this manager's limit is set by its controller {self._controller!r}:"
+                " resize() would be undone by the next session"
+            )
+        self._set_limit(max_sessions)
+
+    def _set_limit(self, limit: int) -> None:
+        if limit == self._limiter.total_tokens:
+            return
+        self._limiter.total_tokens = limit
+        self._limit_changes += 1
+        if self._nowait_limit:  # 0 stays 0: guarded, or closing
+            self._nowait_limit = limit
+        if self._scheduler is not None:
+            self._scheduler.hand_over()
+
+    def _follow(
+        self,
+        controller: LimitController,
+        outcome: Outcome,
+        duration: float,
+        now: float,
+    ) -> None:
+        """Feed ``controller`` a completed session; take the limit it wants."""
+        try:
+            wanted = controller.on_sample(
+                duration=duration,
+                outcome=outcome,
+                in_flight=len(self._sessions) + 1,
+                now=now,
+            )
+            self._set_limit(_clamped(controller, wanted))
+        except Exception:
+            # A faulty controller must not break the bookkeeping of the session.
+            logger.exception("trio_sessions: %r.on_sample() raised", controller)
 
     # --------------------------------------------------------------- settling
 
@@ -245,6 +372,10 @@ class SessionManager(Admission):
         else:
             self._cancelled += 1
         self._durations.record(duration)
+        if self._scheduler is not None:
+            if self._controller is not None:
+                self._follow(self._controller, outcome, duration, now)
+            self._scheduler.released(session)
         if self._guard is not None:
             self._release_lease(self._guard, session)
         if self._drain.closing and not self._sessions:
@@ -347,11 +478,24 @@ class SessionManager(Admission):
             self._guard_scope.cancel()
 
 
+def _clamped(controller: LimitController, limit: int) -> int:
+    """``limit`` within the controller's floor and ceiling (and at least 1)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"{controller!r} chose a limit of {limit!r}, not an int")
+    return max(1, controller.min_limit, min(limit, controller.max_limit))
+
+
+def _first_limit(controller: LimitController) -> int:
+    """The limit a manager with ``controller`` starts at."""
+    return _clamped(controller, controller.limit)
+
+
 @asynccontextmanager
 async def open_session_manager(
     config: SessionConfig | None = None,
     *,
     guard: AdmissionGuard | None = None,
+    controller: LimitController | None = None,
     **overrides: Any,
 ) -> AsyncIterator[SessionManager]:
     """Open a :class:`SessionManager` whose sessions run in a nursery it owns.
@@ -370,18 +514,28 @@ async def open_session_manager(
     and propagates out of the block, unwrapped from any exception group.
 
     ``guard`` adds a second admission check, such as the fleet-wide limit of
-    :mod:`trio_sessions.redis`; see :class:`AdmissionGuard`.
+    :mod:`trio_sessions.redis`; see :class:`AdmissionGuard`. ``controller``
+    sets the capacity from the sessions' run times and outcomes instead of
+    ``max_sessions`` (see :class:`LimitController`)::
+
+        controller = ts.AIMDController(min_limit=5, max_limit=200)
+        async with ts.open_session_manager(controller=controller) as manager:
+            ...
 
     Raises:
       TypeError, ValueError: a configuration field is invalid (the message
         names it).
     """
     config = resolve_config(config, overrides)
+    if controller is not None and not isinstance(controller, LimitController):
+        raise TypeError(
+            f"controller must be a LimitController, not {type(controller).__name__}"
+        )
     single: BaseException | None = None
     manager: SessionManager | None = None
     try:
         async with trio.open_nursery() as nursery:
-            manager = SessionManager(config, nursery, guard)
+            manager = SessionManager(config, nursery, guard, controller)
             if guard is not None:
                 await nursery.start(manager._run_guard, guard)
             try:

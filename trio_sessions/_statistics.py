@@ -8,6 +8,7 @@ from typing import final
 import attrs
 
 from ._latency import LatencySummary
+from ._scheduler import NO_KEYS, KeyStatistics
 
 __all__ = ["SessionStatistics", "ShutdownReport"]
 
@@ -23,14 +24,16 @@ class SessionStatistics:
     ``created == active + completed``,
     ``completed == succeeded + failed + timed_out + cancelled``,
     ``rejected == sum(rejections.values())`` and ``active <= max_sessions``
-    always hold::
+    (unless :meth:`SessionManager.resize` or a controller lowered the limit
+    below the sessions running then) always hold::
 
         stats = manager.statistics()
         print(f"{stats.active}/{stats.max_sessions} busy, "
               f"{stats.rejections['capacity']} turned away")
 
     Attributes:
-      max_sessions: Configured capacity.
+      max_sessions: The capacity in force: ``config.max_sessions`` unless
+        resized or set by a controller.
       active: Sessions admitted and not yet completed.
       waiting: Callers queued for a slot (not sessions yet).
       peak_active: Highest ``active`` seen.
@@ -42,12 +45,17 @@ class SessionStatistics:
       cancelled: Completed with outcome ``CANCELLED``.
       rejected: Sessions refused admission, all time.
       rejections: Refusals by reason; always holds ``"capacity"``,
-        ``"shutting_down"`` and ``"metadata"``.
+        ``"key_capacity"``, ``"shutting_down"`` and ``"metadata"``.
       success_rate: ``succeeded / completed``, or ``None`` while nothing completed.
       metadata_bytes: Metadata bytes held by live sessions now.
       peak_metadata_bytes: Highest ``metadata_bytes`` seen.
       durations: Run time of completed sessions.
       wait_times: Time spent queued by sessions that waited for a slot.
+      limit_changes: How many times the capacity changed (by
+        :meth:`SessionManager.resize` or a controller).
+      keys: :class:`KeyStatistics` of the busiest keys given as ``key=``, by
+        name, at most ``config.tracked_keys`` of them.
+      other_keys: The other keys' statistics, added up.
     """
 
     max_sessions: int
@@ -67,6 +75,9 @@ class SessionStatistics:
     peak_metadata_bytes: int
     durations: LatencySummary
     wait_times: LatencySummary
+    limit_changes: int = 0
+    keys: Mapping[str, KeyStatistics] = attrs.field(factory=dict)
+    other_keys: KeyStatistics = NO_KEYS
 
 
 @final
