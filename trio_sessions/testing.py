@@ -57,10 +57,11 @@ def invariant_problems(manager: SessionManager, *, settled: bool = False) -> lis
 
     Always: the counters add up (``created == active + completed``,
     ``completed`` is the sum of the outcomes, ``rejected`` the sum of
-    ``rejections``), ``active <= max_sessions``, ``active`` is the number of
-    registered sessions, capacity tokens are taken only by them (and by
-    callers waiting on a guard), and ``metadata_bytes``
-    is the sum over them. With ``settled``: nothing is active, waiting,
+    ``rejections``), ``active <= max_sessions`` (unless the limit was
+    lowered), ``active`` is the number of registered sessions, capacity
+    tokens are taken only by them (and by callers waiting on a guard),
+    ``metadata_bytes`` is the sum over them, no key has more sessions than
+    its limit, and a controller's limit is within its floor and ceiling. With ``settled``: nothing is active, waiting,
     registered or held (no token, no metadata byte).
     """
     stats = manager.statistics()
@@ -82,6 +83,20 @@ def invariant_problems(manager: SessionManager, *, settled: bool = False) -> lis
         problems.append(
             f"{taken} capacity token(s) taken for {stats.active} active "
             f"session(s) and {manager._in_guard} caller(s) inside the guard"
+        )
+    scheduler = manager._scheduler
+    if scheduler is not None:
+        for key, count in scheduler._active_by_key.items():
+            limit = scheduler.key_limit(key)
+            if limit is not None and count > limit:
+                problems.append(f"key {key!r} has {count} sessions, over its {limit}")
+    controller = manager.controller
+    if controller is not None and not (
+        controller.min_limit <= stats.max_sessions <= controller.max_limit
+    ):
+        problems.append(
+            f"max_sessions={stats.max_sessions} outside the controller's "
+            f"[{controller.min_limit}, {controller.max_limit}]"
         )
     if settled:
         for field in ("active", "waiting", "metadata_bytes"):
@@ -161,8 +176,14 @@ def statistics_problems(stats: SessionStatistics) -> list[str]:
         problems.append(
             f"rejected={stats.rejected} != sum(rejections)={dict(stats.rejections)}"
         )
-    if stats.active > stats.max_sessions:
+    # Only a limit lowered below the sessions running then leaves more active.
+    if stats.active > stats.max_sessions and not stats.limit_changes:
         problems.append(f"active={stats.active} > max_sessions={stats.max_sessions}")
+    keyed = sum(key.active for key in stats.keys.values()) + stats.other_keys.active
+    if keyed > stats.active:
+        problems.append(
+            f"{keyed} sessions active under keys, only {stats.active} in all"
+        )
     return problems
 
 
