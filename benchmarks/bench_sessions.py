@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import gc
 import hashlib
+import inspect
 import os
 import platform
 import pstats
@@ -28,12 +30,14 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypedDict
+from types import CodeType
+from typing import Any, Final, NamedTuple, TypedDict, TypeVar, cast
 
 import _harness
+import attrs
 import trio
 
 import trio_sessions as ts
@@ -139,6 +143,89 @@ async def asyncio_work() -> None:
     await asyncio.sleep(0)
 
 
+# ------------------------------------------------------- issue-16 features
+#
+# trio_sessions' side of burst, request, inline and reject takes an optional
+# Feature: the same loop, with one feature of the adaptive-concurrency issue
+# configured. The loop's bytecode is the default path's: the admission
+# keywords are bound with functools.partial, which runs no bytecode, and the
+# manager's options are set up outside the loop, so the slope cancels them.
+
+
+class Feature(NamedTuple):
+    """One feature of issue 16, as the bytecode count configures it."""
+
+    name: str
+    # How it is configured, as printed.
+    configured: str
+    # The manager's options for a scenario of ``capacity`` sessions.
+    options: Callable[[int], dict[str, Any]]
+    # The keywords every admission passes.
+    admission: Mapping[str, object]
+
+
+def _aimd(capacity: int) -> dict[str, Any]:
+    from trio_sessions._adaptive import AIMDController
+
+    # Started at its ceiling, the scenario's capacity: it is fed every
+    # completion but never resizes, so what is counted is the feeding.
+    controller = AIMDController(initial_limit=capacity, min_limit=1, max_limit=capacity)
+    return {"controller": controller}
+
+
+FEATURES: Final = (
+    Feature(
+        "per_key",
+        'key="k", max_sessions_per_key=capacity',
+        lambda capacity: {"max_sessions_per_key": capacity},
+        {"key": "k"},
+    ),
+    Feature(
+        "priority",
+        "priority=1, reserved_share=0.1",
+        lambda capacity: {"reserved_share": 0.1},
+        {"priority": 1},
+    ),
+    Feature(
+        "controller",
+        "controller=AIMDController(initial_limit=max_limit=capacity)",
+        _aimd,
+        {},
+    ),
+)
+FEATURE_NAMES: Final = tuple(feature.name for feature in FEATURES)
+
+_Admit = TypeVar("_Admit", bound=Callable[..., Any])
+
+
+def _options(feature: Feature | None, capacity: int) -> dict[str, Any]:
+    """The manager options ``feature`` needs (none for the default path)."""
+    return {} if feature is None else feature.options(capacity)
+
+
+def _admission(admit: _Admit, feature: Feature | None) -> _Admit:
+    """``admit`` with ``feature``'s keywords bound, or ``admit`` itself."""
+    if feature is None or not feature.admission:
+        return admit
+    return cast(_Admit, functools.partial(admit, **feature.admission))
+
+
+def feature_missing(feature: Feature) -> str | None:
+    """Why this trio_sessions cannot run ``feature``, or None when it can."""
+    try:
+        options = feature.options(1)
+    except ImportError as exc:
+        return f"not in this trio_sessions ({exc})"
+    known = {field.name for field in attrs.fields(ts.SessionConfig)}
+    known |= set(inspect.signature(ts.open_session_manager).parameters)
+    admit = inspect.signature(ts.SessionManager.start_session_nowait).parameters
+    unknown = [name for name in options if name not in known]
+    unknown += [name for name in feature.admission if name not in admit]
+    if unknown:
+        return f"not in this trio_sessions (no {', '.join(unknown)})"
+    return None
+
+
 @contextmanager
 def _timed_region(disable_gc: bool) -> Iterator[None]:
     # The same treatment for every contender: collect first, then optionally
@@ -153,9 +240,18 @@ def _timed_region(disable_gc: bool) -> Iterator[None]:
             gc.enable()
 
 
+def _import_testing() -> None:
+    """Import trio.testing before a measurement that parks sessions.
+
+    trio.testing imports pytest, seconds of start-up under valgrind: only the
+    scenarios that park sessions import it, and before they measure, or the
+    first one would be charged megabytes (tracemalloc) or the whole import
+    (the clock).
+    """
+    import trio.testing  # noqa: F401
+
+
 async def _all_blocked() -> None:
-    # trio.testing imports pytest, seconds of start-up under valgrind: only
-    # the scenarios that park sessions import it.
     from trio.testing import wait_all_tasks_blocked
 
     await wait_all_tasks_blocked()
@@ -171,12 +267,14 @@ def _elapsed(start: int) -> float:
 # Timed from the first admission until every task has been joined.
 
 
-def burst_trio_sessions(n: int, disable_gc: bool) -> float:
+def burst_trio_sessions(
+    n: int, disable_gc: bool, feature: Feature | None = None
+) -> float:
     async def main() -> float:
         async with ts.open_session_manager(
-            max_sessions=n, request_timeout=TIMEOUT
+            max_sessions=n, request_timeout=TIMEOUT, **_options(feature, n)
         ) as manager:
-            start_nowait = manager.start_session_nowait
+            start_nowait = _admission(manager.start_session_nowait, feature)
             with _timed_region(disable_gc):
                 start = time.perf_counter_ns()
                 for _ in range(n):
@@ -303,12 +401,14 @@ def burst_asyncio(n: int, disable_gc: bool) -> float:
 # nursery, run under a deadline, hand the result back, wake the caller.
 
 
-def request_trio_sessions(n: int, disable_gc: bool) -> float:
+def request_trio_sessions(
+    n: int, disable_gc: bool, feature: Feature | None = None
+) -> float:
     async def main() -> float:
         async with ts.open_session_manager(
-            max_sessions=1000, request_timeout=TIMEOUT
+            max_sessions=1000, request_timeout=TIMEOUT, **_options(feature, 1000)
         ) as manager:
-            run = manager.run
+            run = _admission(manager.run, feature)
             with _timed_region(disable_gc):
                 start = time.perf_counter_ns()
                 for _ in range(n):
@@ -470,12 +570,16 @@ def request_asyncio(n: int, disable_gc: bool) -> float:
 # entry is a checkpoint, as ``async with limiter:`` is.
 
 
-def _inline_trio_sessions(n: int, disable_gc: bool, wait: bool) -> float:
+def _inline_trio_sessions(
+    n: int, disable_gc: bool, wait: bool, feature: Feature | None = None
+) -> float:
     async def main() -> float:
         async with ts.open_session_manager(
-            max_sessions=1000, request_timeout=TIMEOUT
+            max_sessions=1000, request_timeout=TIMEOUT, **_options(feature, 1000)
         ) as manager:
-            session = manager.session if wait else manager.session_nowait
+            session = _admission(
+                manager.session if wait else manager.session_nowait, feature
+            )
             with _timed_region(disable_gc):
                 start = time.perf_counter_ns()
                 for _ in range(n):
@@ -487,8 +591,10 @@ def _inline_trio_sessions(n: int, disable_gc: bool, wait: bool) -> float:
     return trio.run(main)
 
 
-def inline_trio_sessions(n: int, disable_gc: bool) -> float:
-    return _inline_trio_sessions(n, disable_gc, wait=False)
+def inline_trio_sessions(
+    n: int, disable_gc: bool, feature: Feature | None = None
+) -> float:
+    return _inline_trio_sessions(n, disable_gc, wait=False, feature=feature)
 
 
 def inline_wait_trio_sessions(n: int, disable_gc: bool) -> float:
@@ -568,14 +674,18 @@ def inline_asyncio(n: int, disable_gc: bool) -> float:
 # borrower, as it would be in a server.
 
 
-def reject_trio_sessions(n: int, disable_gc: bool) -> float:
+def reject_trio_sessions(
+    n: int, disable_gc: bool, feature: Feature | None = None
+) -> float:
     async def main() -> float:
         release = trio.Event()
         async with ts.open_session_manager(
-            max_sessions=1, request_timeout=TIMEOUT
+            max_sessions=1, request_timeout=TIMEOUT, **_options(feature, 1)
         ) as manager:
-            manager.start_session_nowait(release.wait)
-            start_nowait = manager.start_session_nowait
+            start_nowait = _admission(manager.start_session_nowait, feature)
+            # The one slot, taken as the refused callers ask: with a key
+            # limit, their key is full too.
+            start_nowait(release.wait)
             refused = 0
             with _timed_region(disable_gc):
                 start = time.perf_counter_ns()
@@ -664,6 +774,7 @@ def _traced_now() -> int:
 
 def memory_trio_sessions(n: int, disable_gc: bool) -> float:
     async def main() -> float:
+        _import_testing()
         release = trio.Event()
         async with ts.open_session_manager(
             max_sessions=n, request_timeout=TIMEOUT
@@ -687,6 +798,7 @@ def memory_trio_sessions(n: int, disable_gc: bool) -> float:
 
 def memory_raw_trio(n: int, disable_gc: bool) -> float:
     async def main() -> float:
+        _import_testing()
         release = trio.Event()
         limiter = trio.CapacityLimiter(n)
         async with trio.open_nursery() as nursery:
@@ -712,6 +824,7 @@ def memory_raw_trio(n: int, disable_gc: bool) -> float:
 
 def memory_anyio_trio(n: int, disable_gc: bool) -> float:
     async def main() -> float:
+        _import_testing()
         release = anyio.Event()
         limiter = anyio.CapacityLimiter(n)
         async with anyio.create_task_group() as tg:
@@ -768,6 +881,7 @@ def admit_parked_trio_sessions(n: int, disable_gc: bool) -> float:
     """Seconds from the first admission until all ``n`` sessions are parked."""
 
     async def main() -> float:
+        _import_testing()
         release = trio.Event()
         async with ts.open_session_manager(
             max_sessions=n, request_timeout=TIMEOUT
@@ -790,6 +904,7 @@ def admit_parked_raw_trio(n: int, disable_gc: bool) -> float:
     """Seconds from the first spawn until all ``n`` raw tasks are parked."""
 
     async def main() -> float:
+        _import_testing()
         release = trio.Event()
         limiter = trio.CapacityLimiter(n)
         async with trio.open_nursery() as nursery:
@@ -1060,12 +1175,13 @@ def count_opcodes(measure: Measure, n: int) -> Counter[str]:
     Deterministic, unlike time on a shared machine: every instruction of
     trio_sessions, Trio and the benchmark's own code, none of CPython's C code.
     """
-    executed: Counter[str] = Counter()
+    # Counted by code object, named afterwards: the trace function runs once
+    # per opcode, so it does no more than one dictionary update.
+    executed: Counter[CodeType] = Counter()
 
     def trace(frame: Any, event: str, arg: object) -> Any:
         if event == "opcode":
-            code = frame.f_code
-            executed[f"{Path(code.co_filename).name}:{code.co_name}"] += 1
+            executed[frame.f_code] += 1
         else:
             frame.f_trace_opcodes = True
         return trace
@@ -1075,7 +1191,10 @@ def count_opcodes(measure: Measure, n: int) -> Counter[str]:
         measure(n, True)
     finally:
         sys.settrace(None)
-    return executed
+    by_name: Counter[str] = Counter()
+    for code, count in executed.items():
+        by_name[f"{Path(code.co_filename).name}:{code.co_name}"] += count
+    return by_name
 
 
 def opcodes_per_session(
@@ -1089,18 +1208,31 @@ def opcodes_per_session(
 
 
 def breakdown(
-    scenario: str, counts: Sequence[int] = OPCODE_COUNTS, top: int = 25
+    scenario: str,
+    counts: Sequence[int] = OPCODE_COUNTS,
+    top: int = 25,
+    feature: Feature | None = None,
 ) -> str:
-    """Where trio_sessions and its reference differ, by function, per session."""
-    reference = SCENARIOS[scenario].reference
+    """Where trio_sessions and its reference differ, by function, per session.
+
+    With ``feature``, where trio_sessions with that feature configured
+    differs from its default path.
+    """
     contenders = scenarios()[scenario]
-    ours = opcodes_per_session(contenders[TRIO_SESSIONS], counts)
-    theirs = opcodes_per_session(contenders[reference], counts)
+    if feature is None:
+        reference = SCENARIOS[scenario].reference
+        ours = opcodes_per_session(contenders[TRIO_SESSIONS], counts)
+        theirs = opcodes_per_session(contenders[reference], counts)
+    else:
+        reference = TRIO_SESSIONS
+        ours = opcodes_per_session(with_feature(scenario, feature), counts)
+        theirs = opcodes_per_session(contenders[TRIO_SESSIONS], counts)
+    name = TRIO_SESSIONS if feature is None else f"{TRIO_SESSIONS}+{feature.name}"
     rows = sorted(
         set(ours) | set(theirs), key=lambda name: -abs(ours[name] - theirs[name])
     )
     lines = [
-        f"{scenario}: bytecode instructions per session, trio_sessions "
+        f"{scenario}: bytecode instructions per session, {name} "
         f"{ours.total():.0f} vs {reference} {theirs.total():.0f}",
         f"{'difference':>10}  {'ours':>6}  {'theirs':>6}  function",
     ]
@@ -1130,6 +1262,54 @@ def run_opcodes(
         row["reference"] = reference
         row["ratio"] = _ratio(row, reference)
         result[scenario] = row
+    return result
+
+
+# trio_sessions' measurement of each scenario that takes a Feature.
+FEATURE_SCENARIOS: Final[dict[str, Callable[..., float]]] = {
+    "burst": burst_trio_sessions,
+    "request": request_trio_sessions,
+    "inline": inline_trio_sessions,
+    "reject": reject_trio_sessions,
+}
+
+
+def with_feature(scenario: str, feature: Feature) -> Measure:
+    """trio_sessions' side of ``scenario`` with ``feature`` configured."""
+    return functools.partial(FEATURE_SCENARIOS[scenario], feature=feature)
+
+
+def run_feature_opcodes(
+    features: Sequence[Feature] = FEATURES,
+    only: Sequence[str] = (),
+    counts: Sequence[int] = OPCODE_COUNTS,
+    defaults: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Bytecode instructions per session with each feature configured.
+
+    For every feature: its count per scenario and the cost over trio_sessions'
+    default path (``defaults``: scenario -> count, as :func:`run_opcodes`
+    found; counted here when absent), or why it was skipped.
+    """
+    chosen = [name for name in FEATURE_SCENARIOS if not only or name in only]
+    baseline = dict(defaults or {})
+    result: dict[str, dict[str, Any]] = {}
+    for feature in features:
+        entry: dict[str, Any] = {"configured": feature.configured}
+        result[feature.name] = entry
+        missing = feature_missing(feature)
+        if missing is not None:
+            entry["skipped"] = missing
+            continue
+        entry["per_session"], entry["cost"] = {}, {}
+        for scenario in chosen:
+            if scenario not in baseline:
+                default = scenarios()[scenario][TRIO_SESSIONS]
+                baseline[scenario] = opcodes_per_session(default, counts).total()
+            measure = with_feature(scenario, feature)
+            count = opcodes_per_session(measure, counts).total()
+            entry["per_session"][scenario] = count
+            entry["cost"][scenario] = count - baseline[scenario]
     return result
 
 
@@ -1540,10 +1720,41 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  {scenario:11} trio_sessions {row[TRIO_SESSIONS]:7.0f}  "
                 f"{reference} {row[reference]:7.0f}  ratio {row['ratio']:.3f}"
             )
+    features = report.get("feature_opcodes")
+    if features:
+        out.append("")
+        out += _format_features(features)
     scale = report.get("scale")
     if scale:
         out += _format_scale(scale)
     return "\n".join(out)
+
+
+def _format_features(features: dict[str, dict[str, Any]]) -> list[str]:
+    """The cost of each issue-16 feature, configured, over the default path."""
+    chosen = [
+        scenario
+        for scenario in FEATURE_SCENARIOS
+        if any(scenario in entry.get("cost", {}) for entry in features.values())
+    ]
+    lines: list[tuple[str, ...]] = [("feature", *chosen, "configured as")]
+    skipped = []
+    for name, entry in features.items():
+        if "skipped" in entry:
+            skipped.append(f"  {name}: skipped, {entry['skipped']}")
+            continue
+        cells = (
+            f"{entry['per_session'][scenario]:.0f} ({entry['cost'][scenario]:+.0f})"
+            for scenario in chosen
+        )
+        lines.append((name, *cells, entry["configured"]))
+    table = [f"  {line}" for line in _columns(lines, 1)] if len(lines) > 1 else []
+    return [
+        "bytecode instructions per session of trio_sessions with one issue-16 "
+        "feature configured (in brackets: its cost over the default path above):",
+        *table,
+        *skipped,
+    ]
 
 
 def _format_scale(scale: dict[str, Any]) -> list[str]:
@@ -1701,6 +1912,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(default: {OPCODE_COUNTS[0]} {OPCODE_COUNTS[1]})",
     )
     parser.add_argument(
+        "--features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --opcodes, also count trio_sessions with each issue-16 "
+        "feature configured (per-key limits, priority with a reserved share, "
+        "a limit controller) and print its cost over the default path",
+    )
+    parser.add_argument(
+        "--feature",
+        action="append",
+        choices=FEATURE_NAMES,
+        help="count only this feature (repeatable; default: all); with "
+        "--breakdown, itemize the first against the default path",
+    )
+    parser.add_argument(
         "--breakdown",
         choices=[name for name in SCENARIOS if name != "memory"],
         help="print bytecode instructions per session by function instead",
@@ -1720,6 +1946,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if contender not in scenarios().get(scenario, {}) or not sessions.isdigit():
             parser.error(f"--run-one: no contender {contender!r} in {scenario!r}")
     args.contender = list(dict.fromkeys(args.contender or ()))
+    by_name = {feature.name: feature for feature in FEATURES}
+    given = [by_name[name] for name in dict.fromkeys(args.feature or ())]
+    if args.breakdown and given and args.breakdown not in FEATURE_SCENARIOS:
+        parser.error(f"--breakdown {args.breakdown} takes no --feature")
+    # --breakdown itemizes one feature, if named; the count takes them all.
+    args.breakdown_feature = given[0] if given else None
+    args.feature = given or list(FEATURES)
     return args
 
 
@@ -1734,7 +1967,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(profile(args.profile, contender, args.count, 30))
         return 0
     if args.breakdown:
-        print(breakdown(args.breakdown, args.opcode_counts))
+        feature = args.breakdown_feature
+        if feature is not None and (missing := feature_missing(feature)):
+            print(f"--feature {feature.name}: {missing}", file=sys.stderr)
+            return 2
+        print(breakdown(args.breakdown, args.opcode_counts, feature=feature))
         return 0
     valgrind = _harness.find_valgrind()
     if args.callgrind is None:
@@ -1792,6 +2029,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["opcodes"] = run_opcodes(
             main_scenarios, args.contender, args.opcode_counts
         )
+        featured = [name for name in main_scenarios if name in FEATURE_SCENARIOS]
+        if args.features and featured:
+            report["feature_opcodes"] = run_feature_opcodes(
+                args.feature,
+                featured,
+                args.opcode_counts,
+                {
+                    scenario: row[TRIO_SESSIONS]
+                    for scenario, row in report["opcodes"].items()
+                },
+            )
     if "scale" in chosen and args.parked > 0:
         report["scale"] = run_scale(
             args.parked,
