@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -20,6 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 import trio_sessions as ts
+from trio_sessions._adaptive import AIMDController
 from trio_sessions.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from trio_sessions.prometheus import DEFAULT_BUCKETS, SessionCollector
 from trio_sessions.redis import RedisSessionLimit
@@ -235,6 +237,126 @@ def test_buckets_are_checked_at_construction(
         SessionCollector(registry=None, buckets=bounds)  # type: ignore[arg-type]
 
 
+async def test_the_limit_in_force_and_its_changes_are_exposed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """max_sessions follows resize(); limit_changes_total counts each change."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry)
+    async with ts.open_session_manager(max_sessions=2) as manager:
+        collector.add("api", manager)
+        samples = scrape(registry)
+        assert value(samples, "trio_sessions_max_sessions") == 2
+        assert value(samples, "trio_sessions_limit_changes_total") == 0
+        manager.resize(5)
+        manager.resize(3)
+        samples = scrape(registry)
+        assert value(samples, "trio_sessions_max_sessions") == 3
+        assert value(samples, "trio_sessions_limit_changes_total") == 2
+        stats = manager.statistics()
+        assert (stats.max_sessions, stats.limit_changes) == (3, 2)
+
+
+async def test_a_controllers_limit_is_exposed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The limit a controller chose is the gauge, and its change is counted."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry)
+    # One session slower than slow_after is a loss: the limit halves, 8 -> 4.
+    controller = AIMDController(
+        initial_limit=8, min_limit=1, max_limit=8, backoff_ratio=0.5, slow_after=1
+    )
+    async with ts.open_session_manager(controller=controller) as manager:
+        collector.add("api", manager)
+        assert value(scrape(registry), "trio_sessions_max_sessions") == 8
+        await manager.run(sleep_then, 2)
+        samples = scrape(registry)
+        assert value(samples, "trio_sessions_max_sessions") == 4
+        assert value(samples, "trio_sessions_limit_changes_total") == 1
+
+
+def key_series(samples: Samples, manager: str = "api") -> dict[str, tuple[float, ...]]:
+    """``key -> (active, admitted, rejected)`` as exported for one manager."""
+    found: dict[str, list[float]] = {}
+    names = (
+        "trio_sessions_key_active",
+        "trio_sessions_key_admitted_total",
+        "trio_sessions_key_rejected_total",
+    )
+    for (sample, labels), count in samples.items():
+        tags = dict(labels)
+        if sample in names and tags["manager"] == manager:
+            found.setdefault(tags["key"], [0, 0, 0])[names.index(sample)] = count
+    return {key: tuple(counts) for key, counts in found.items()}
+
+
+async def run_keyed(manager: ts.SessionManager) -> None:
+    """Keys a and b hold a session each; a is refused a second; c comes third.
+
+    With two keys tracked, c takes the place of the quietest (b, one session
+    to a's two callers): b's counts fold into "other".
+    """
+    await manager.start_session(sleep_then, 100, key="a")
+    await manager.start_session(sleep_then, 100, key="b")
+    with pytest.raises(ts.CapacityError) as refused:
+        await manager.start_session(sleep_then, 1, key="a")
+    assert refused.value.reason == "key_capacity"
+    await manager.start_session(sleep_then, 100, key="c")
+
+
+async def test_per_key_statistics_are_exposed_by_label(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The tracked keys by name and the rest as key="other", exactly as
+    statistics() has them; nothing per key until a key is seen."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry)
+    async with ts.open_session_manager(
+        max_sessions=10, max_sessions_per_key=1, tracked_keys=2
+    ) as manager:
+        collector.add("api", manager)
+        await manager.run(sleep_then, 0)
+        assert key_series(scrape(registry)) == {}
+        await run_keyed(manager)
+        samples = scrape(registry)
+        stats = manager.statistics()
+        assert key_series(samples) == {
+            "a": (1, 1, 1),
+            "c": (1, 1, 0),
+            "other": (1, 1, 0),
+        }
+        assert key_series(samples) == {
+            **{key: attrs.astuple(counts) for key, counts in stats.keys.items()},
+            "other": attrs.astuple(stats.other_keys),
+        }
+        assert (
+            value(samples, "trio_sessions_rejected_total", reason="key_capacity") == 1
+        )
+        manager.statistics()
+
+
+async def test_a_key_named_other_is_counted_with_the_untracked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A key called "other" shares the series of the untracked keys: one label
+    set, one series, so the exposition stays valid."""
+    registry = CollectorRegistry()
+    collector = SessionCollector(registry=registry)
+    async with ts.open_session_manager(tracked_keys=2) as manager:
+        collector.add("api", manager)
+        await manager.start_session(sleep_then, 100, key="other")
+        for key in ("other", "y", "z"):
+            await manager.run(sleep_then, 0, key=key)
+        stats = manager.statistics()
+        # z took the place of the quieter y, whose counts were folded.
+        assert set(stats.keys) == {"other", "z"}
+        assert attrs.astuple(stats.other_keys) == (0, 1, 0)
+        samples = scrape(registry)
+        assert key_series(samples) == {"z": (0, 1, 0), "other": (1, 3, 0)}
+        assert await promtool_check(generate_latest(registry)) == ""
+
+
 @pytest.mark.parametrize("latency", ["histogram", "summary"])
 async def test_exposition_passes_promtool(
     latency: Literal["histogram", "summary"],
@@ -249,7 +371,14 @@ async def test_exposition_passes_promtool(
         # Built, never connected: its statistics need no I/O.
         collector.add_fleet("api", RedisSessionLimit.from_url(UNUSED_REDIS, limit=4))
         await run_mix(manager)
-        assert await promtool_check(generate_latest(registry)) == ""
+        manager.resize(3)
+        async with ts.open_session_manager(
+            max_sessions_per_key=1, tracked_keys=2
+        ) as keyed:
+            collector.add("keyed", keyed)
+            await run_keyed(keyed)
+            assert key_series(scrape(registry), "keyed")
+            assert await promtool_check(generate_latest(registry)) == ""
 
 
 async def test_managers_stay_apart_by_label() -> None:

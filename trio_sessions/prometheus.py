@@ -20,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from . import LatencySummary, SessionStatistics
+from . import KeyStatistics, LatencySummary, SessionStatistics
 from ._latency import DEFAULT_BUCKETS, check_buckets
 
 __all__ = [
@@ -38,6 +38,8 @@ _OUTCOMES = (
     ("cancelled", "cancelled"),
 )
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+# The ``key`` label of the keys not tracked by name, added up.
+_OTHER_KEYS = "other"
 # The ``le`` labels exactly as prometheus_client's own Histogram writes them
 # ("0.005", "1.0", "+Inf"); the function is untyped there.
 _le = cast(Callable[[float], str], floatToGoString)
@@ -106,10 +108,19 @@ class SessionCollector:
     - ``<ns>_completed_total{outcome}``: completed sessions by outcome
       (``success``, ``error``, ``timeout``, ``cancelled``);
     - ``<ns>_rejected_total{reason}``: refusals by reason (``capacity``,
-      ``shutting_down``, ``metadata``, ...);
-    - gauges ``<ns>_active``, ``<ns>_waiting``, ``<ns>_max_sessions``,
-      ``<ns>_peak_active``, ``<ns>_metadata_bytes``, ``<ns>_peak_metadata_bytes``
-      and ``<ns>_success_ratio`` (absent until a session completed);
+      ``key_capacity``, ``shutting_down``, ``metadata``, ...);
+    - ``<ns>_limit_changes_total``: times the capacity changed, by
+      :meth:`~trio_sessions.SessionManager.resize` or a controller;
+    - gauges ``<ns>_active``, ``<ns>_waiting``, ``<ns>_max_sessions`` (the
+      capacity in force), ``<ns>_peak_active``, ``<ns>_metadata_bytes``,
+      ``<ns>_peak_metadata_bytes`` and ``<ns>_success_ratio`` (absent until a
+      session completed);
+    - per ``key=``, once a manager has seen one, labelled ``key`` too:
+      ``<ns>_key_active`` (gauge), ``<ns>_key_admitted_total`` and
+      ``<ns>_key_rejected_total`` (refused because the key was at its limit),
+      for the busiest ``tracked_keys`` keys by name and the rest added up
+      under ``key="other"`` (a key named ``"other"`` is counted there too),
+      so there are at most ``tracked_keys + 1`` series of each per manager;
     - histograms ``<ns>_duration_seconds`` (run time of completed sessions)
       and ``<ns>_wait_seconds`` (time queued, by sessions that waited):
       ``_bucket{le}``, ``_sum`` and ``_count`` series, with the bounds of
@@ -273,20 +284,31 @@ class SessionCollector:
             "Sessions refused admission, by reason.",
             labels=["manager", "reason"],
         )
+        limit_changes = CounterMetricFamily(
+            f"{ns}_limit_changes",
+            "Times the capacity changed, by resize() or a controller.",
+            labels=["manager"],
+        )
         for name, stats in snapshots:
             created.add_metric([name], stats.created)
             for outcome, field in _OUTCOMES:
                 completed.add_metric([name, outcome], getattr(stats, field))
             for reason, count in sorted(stats.rejections.items()):
                 rejected.add_metric([name, reason], count)
+            limit_changes.add_metric([name], stats.limit_changes)
         yield created
         yield completed
         yield rejected
+        yield limit_changes
 
         gauges = (
             ("active", "Sessions admitted and not yet completed.", "active"),
             ("waiting", "Callers queued for a slot.", "waiting"),
-            ("max_sessions", "Configured capacity.", "max_sessions"),
+            (
+                "max_sessions",
+                "The capacity in force: configured, resized or a controller's.",
+                "max_sessions",
+            ),
             ("peak_active", "Highest number of active sessions seen.", "peak_active"),
             (
                 "metadata_bytes",
@@ -309,6 +331,8 @@ class SessionCollector:
                 if value is not None:
                     gauge.add_metric([name], value)
             yield gauge
+
+        yield from _key_families(ns, snapshots)
 
         latencies = (
             ("duration", "Run time of completed sessions.", "durations"),
@@ -343,6 +367,55 @@ class SessionCollector:
                     largest.add_metric([manager], latency.max)
             yield family
             yield largest
+
+
+def _key_families(
+    ns: str, snapshots: list[tuple[str, SessionStatistics]]
+) -> Iterator[Metric]:
+    """The per-key series: a gauge of running sessions and two counters."""
+    labels = ["manager", "key"]
+    active = GaugeMetricFamily(
+        f"{ns}_key_active", "Sessions running now, by key.", labels=labels
+    )
+    admitted = CounterMetricFamily(
+        f"{ns}_key_admitted", "Sessions admitted, by key.", labels=labels
+    )
+    rejected = CounterMetricFamily(
+        f"{ns}_key_rejected",
+        "Callers refused because their key was at its limit, by key.",
+        labels=labels,
+    )
+    for manager, stats in snapshots:
+        for key, counts in _by_key(stats):
+            active.add_metric([manager, key], counts.active)
+            admitted.add_metric([manager, key], counts.admitted)
+            rejected.add_metric([manager, key], counts.rejected)
+    yield active
+    yield admitted
+    yield rejected
+
+
+def _by_key(stats: SessionStatistics) -> list[tuple[str, KeyStatistics]]:
+    """The tracked keys and ``"other"``; nothing for a manager that saw no key.
+
+    A key named ``"other"`` is added to the untracked ones: two series with
+    one label set would make the whole exposition invalid. Each key's counts
+    start when it is tracked (its series restarts if it was folded into
+    ``"other"`` and comes back, which ``rate()`` reads as a counter reset);
+    ``"other"`` only grows, so the sum over keys is a counter throughout.
+    """
+    other = stats.other_keys
+    named = dict(stats.keys)
+    if not named and not (other.active or other.admitted or other.rejected):
+        return []
+    clash = named.pop(_OTHER_KEYS, None)
+    if clash is not None:
+        other = KeyStatistics(
+            other.active + clash.active,
+            other.admitted + clash.admitted,
+            other.rejected + clash.rejected,
+        )
+    return [*sorted(named.items()), (_OTHER_KEYS, other)]
 
 
 def _add_quantiles(
