@@ -273,6 +273,19 @@ def peer(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench_smoke(session: nox.Session) -> None:
+    """The benchmarks' smoke tests, with their runs under valgrind and wrk's
+    two-server comparison, which the default run skips as slow."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/test_bench_smoke.py",
+        *session.posargs,
+        env={"TRIO_SESSIONS_SLOW_BENCH": "1"},
+    )
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """trio_sessions vs raw Trio, anyio on Trio and asyncio; then Redis admission."""
     session.install("-e", ".[bench,redis]")
