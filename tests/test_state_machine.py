@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -51,9 +51,19 @@ async def held_work(held: Held) -> str:
 
 
 class TrioLoop:
-    """A Trio run in a helper thread, owning one manager, driven step by step."""
+    """A Trio run in a helper thread, owning one manager, driven step by step.
 
-    def __init__(self) -> None:
+    ``config`` is the manager's (this module's machine's by default); tasks
+    a step starts to outlive it go in :attr:`nursery`.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config or {
+            "max_sessions": MAX_SESSIONS,
+            "request_timeout": None,
+            "max_session_metadata_bytes": SESSION_LIMIT,
+            "max_metadata_bytes": BUDGET,
+        }
         self.clock = trio.testing.MockClock()
         self._ready = threading.Event()
         self._thread = threading.Thread(
@@ -63,18 +73,14 @@ class TrioLoop:
         assert self._ready.wait(60), "the Trio loop did not start"
 
     async def _main(self) -> None:
-        async with ts.open_session_manager(
-            max_sessions=MAX_SESSIONS,
-            request_timeout=None,
-            max_session_metadata_bytes=SESSION_LIMIT,
-            max_metadata_bytes=BUDGET,
-        ) as manager:
+        async with ts.open_session_manager(**self.config) as manager:
             self.manager = manager
             self.token = trio.lowlevel.current_trio_token()
             self._stop = trio.Event()
-            self._ready.set()
-            await self._stop.wait()
-            await manager.shutdown(0)
+            async with trio.open_nursery() as self.nursery:
+                self._ready.set()
+                await self._stop.wait()
+                await manager.shutdown(0)
 
     def call(self, afn: Callable[[], Awaitable[T]]) -> T:
         async def step() -> T:
