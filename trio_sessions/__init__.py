@@ -7,7 +7,10 @@ under a cancel-scope deadline, counted exactly and drained on shutdown.
 
 from __future__ import annotations
 
+from ._adaptive import AIMDController as AIMDController
+from ._adaptive import Gradient2Controller as Gradient2Controller
 from ._adaptive import LimitController as LimitController
+from ._adaptive import VegasController as VegasController
 from ._config import CONFIG_DEFAULT as CONFIG_DEFAULT
 from ._config import ConfigDefault as ConfigDefault
 from ._config import SessionConfig as SessionConfig
@@ -32,9 +35,11 @@ from ._statistics import ShutdownReport as ShutdownReport
 
 __all__ = [
     "CONFIG_DEFAULT",
+    "AIMDController",
     "AdmissionGuard",
     "CapacityError",
     "ConfigDefault",
+    "Gradient2Controller",
     "KeyStatistics",
     "LatencySummary",
     "LimitController",
@@ -52,6 +57,7 @@ __all__ = [
     "SessionTimeout",
     "ShutdownReport",
     "ShuttingDownError",
+    "VegasController",
     "open_session_manager",
 ]
 
