@@ -1743,8 +1743,9 @@ def _format_features(features: dict[str, dict[str, Any]]) -> list[str]:
         if "skipped" in entry:
             skipped.append(f"  {name}: skipped, {entry['skipped']}")
             continue
+        per_session, cost = entry["per_session"], entry["cost"]
         cells = (
-            f"{entry['per_session'][scenario]:.0f} ({entry['cost'][scenario]:+.0f})"
+            f"{per_session[scenario]:.0f} ({round(cost[scenario]):+d})"
             for scenario in chosen
         )
         lines.append((name, *cells, entry["configured"]))
