@@ -121,7 +121,9 @@ class _Controller:
 
     __slots__ = ("_estimate", "_max", "_min")
 
-    def __init__(self, initial_limit: object, min_limit: object, max_limit: object):
+    def __init__(
+        self, initial_limit: object, min_limit: object, max_limit: object
+    ) -> None:
         self._min = _count(min_limit, self._name("min_limit"), 1)
         self._max = _count(max_limit, self._name("max_limit"), self._min)
         start = _count(initial_limit, self._name("initial_limit"), self._min)
@@ -194,7 +196,7 @@ class _Windowed(_Controller):
         min_limit: object,
         max_limit: object,
         min_window: object,
-    ):
+    ) -> None:
         super().__init__(initial_limit, min_limit, max_limit)
         self._min_window = _count(min_window, self._name("min_window"), 1)
         self._window = _Window()
@@ -316,9 +318,10 @@ class Gradient2Controller(_Windowed):
     long-term one the limit grows by ``queue_size`` per window, damped by
     ``smoothing``; beyond it the limit shrinks in proportion (the *gradient*,
     ``tolerance * long / short``, never below one half). A window whose
-    sessions used less than half the limit changes nothing (the limit is not
-    what held them back). Errors and cancellations are ignored; a timeout
-    counts with its run time::
+    sessions used less than half the limit leaves the limit alone (the limit
+    is not what held them back), though the long-term average learns from it.
+    Errors and cancellations are ignored; a timeout counts with its run
+    time::
 
         controller = ts.Gradient2Controller(max_limit=500)
         async with ts.open_session_manager(controller=controller) as manager:
