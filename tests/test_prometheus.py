@@ -21,7 +21,6 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 import trio_sessions as ts
-from trio_sessions._adaptive import AIMDController
 from trio_sessions.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from trio_sessions.prometheus import DEFAULT_BUCKETS, SessionCollector
 from trio_sessions.redis import RedisSessionLimit
@@ -264,7 +263,7 @@ async def test_a_controllers_limit_is_exposed(
     registry = CollectorRegistry()
     collector = SessionCollector(registry=registry)
     # One session slower than slow_after is a loss: the limit halves, 8 -> 4.
-    controller = AIMDController(
+    controller = ts.AIMDController(
         initial_limit=8, min_limit=1, max_limit=8, backoff_ratio=0.5, slow_after=1
     )
     async with ts.open_session_manager(controller=controller) as manager:
