@@ -10,6 +10,7 @@ admitted by priority and then in arrival order, and every counter adding up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -42,17 +43,26 @@ class Caller:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     session: ts.Session[Any] | None = None
     refused: ts.RejectedError | None = None
+    fail: bool = False
 
 
 async def held_work(caller: Caller) -> None:
     await caller.release.wait()
+    if caller.fail:
+        raise ValueError("asked to fail")
 
 
 class SchedulingMachine(RuleBasedStateMachine):
     """The model: the callers running and those queued, and the limit."""
 
+    #: Makes the manager's controller: None for a limit only resize() moves.
+    controller: Callable[[], ts.LimitController] | None = None
+
     def __init__(self) -> None:
         super().__init__()
+        options: dict[str, Any] = {}
+        if self.controller is not None:
+            options["controller"] = self.controller()
         self.loop = TrioLoop(
             max_sessions=3,
             request_timeout=None,
@@ -61,9 +71,11 @@ class SchedulingMachine(RuleBasedStateMachine):
             key_limits=KEY_LIMITS,
             reserved_share=SHARE,
             reserved_priority=HIGH,
+            **options,
         )
         self.manager = self.loop.manager
-        self.limit = 3
+        self.limit = self.manager.max_sessions
+        self.failed = 0
         self.limit_changes = 0
         self.running: list[Caller] = []
         self.queued: list[Caller] = []  # in the order they are served
@@ -141,6 +153,8 @@ class SchedulingMachine(RuleBasedStateMachine):
                 caller.refused = exc
             except ts.SessionCancelled:
                 pass  # the loop's shutdown, at teardown
+            except ValueError:
+                assert caller.fail  # the block passes the body's error on
 
         async def start() -> None:
             with caller.scope:
@@ -187,10 +201,16 @@ class SchedulingMachine(RuleBasedStateMachine):
             assert caller.refused.retry_after >= 0
 
     @precondition(lambda self: bool(self.running))
-    @rule(index=st.integers(0, 10))
-    def finish(self, index: int) -> None:
-        """A running caller's work returns; its slot goes to the queue."""
+    @rule(index=st.integers(0, 10), fail=st.booleans())
+    def finish(self, index: int, fail: bool) -> None:
+        """A running caller's work returns or raises; its slot goes to the queue.
+
+        With a controller, the limit it chose is read back: the model cannot
+        know it, but it must be within the floor and ceiling, and the queue
+        is served under it in the same step.
+        """
         caller = self.running[index % len(self.running)]
+        caller.fail = fail
 
         async def release() -> None:
             caller.release.set()
@@ -198,7 +218,22 @@ class SchedulingMachine(RuleBasedStateMachine):
         self.loop.call(release)
         self.running.remove(caller)
         self.completed += 1
+        self.failed += fail
+        controller = self.manager.controller
+        if controller is not None:
+            old, self.limit = self.limit, self.manager.max_sessions
+            assert controller.min_limit <= self.limit <= controller.max_limit
+            self.limit_changes += self.limit != old
         self.hand_over()
+
+    @rule(seconds=st.sampled_from([0.01, 0.5, 3]))
+    def advance(self, seconds: float) -> None:
+        """Time passes: the sessions that finish next have run longer."""
+
+        async def jump() -> None:
+            self.loop.clock.jump(seconds)
+
+        self.loop.call(jump)
 
     @precondition(lambda self: bool(self.queued))
     @rule(index=st.integers(0, 10))
@@ -213,6 +248,7 @@ class SchedulingMachine(RuleBasedStateMachine):
         self.queued.remove(caller)
         assert (caller.session, caller.refused) == (None, None)
 
+    @precondition(lambda self: self.controller is None)
     @rule(limit=st.integers(1, 5))
     def resize(self, limit: int) -> None:
         """The limit moves: up serves the queue at once, down cancels nothing."""
@@ -243,7 +279,8 @@ class SchedulingMachine(RuleBasedStateMachine):
         assert stats.waiting == len(self.queued)
         assert stats.max_sessions == self.limit
         assert stats.limit_changes == self.limit_changes
-        assert stats.completed == stats.succeeded == self.completed
+        assert stats.completed == self.completed
+        assert stats.failed == self.failed
         assert stats.rejections["capacity"] == self.rejections["capacity"]
         assert stats.rejections["key_capacity"] == self.rejections["key_capacity"]
         for key in ("a", "b", "c"):
@@ -260,7 +297,43 @@ class SchedulingMachine(RuleBasedStateMachine):
                 assert key not in stats.keys
 
 
-SchedulingMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None
-)
+class AIMDMachine(SchedulingMachine):
+    """The same, with the limit set by an AIMD controller (errors are losses)."""
+
+    controller = staticmethod(
+        lambda: ts.AIMDController(
+            initial_limit=3, min_limit=1, max_limit=5, errors_are_losses=True
+        )
+    )
+
+
+class Gradient2Machine(SchedulingMachine):
+    """The same, with the limit set by a Gradient2 controller."""
+
+    controller = staticmethod(
+        lambda: ts.Gradient2Controller(
+            initial_limit=3, min_limit=1, max_limit=5, min_window=1
+        )
+    )
+
+
+class VegasMachine(SchedulingMachine):
+    """The same, with the limit set by a Vegas controller."""
+
+    controller = staticmethod(
+        lambda: ts.VegasController(
+            initial_limit=3, min_limit=1, max_limit=5, min_window=1
+        )
+    )
+
+
 TestSchedulingMachine = SchedulingMachine.TestCase
+TestAIMDMachine = AIMDMachine.TestCase
+TestGradient2Machine = Gradient2Machine.TestCase
+TestVegasMachine = VegasMachine.TestCase
+for machine in (SchedulingMachine, AIMDMachine, Gradient2Machine, VegasMachine):
+    machine.TestCase.settings = settings(
+        max_examples=60 if machine is SchedulingMachine else 30,
+        stateful_step_count=30,
+        deadline=None,
+    )
