@@ -168,6 +168,8 @@ async def test_fleet_limit_refuses_with_global_capacity(
             with pytest.raises(ts.CapacityError, match="across the fleet") as info:
                 await second.start_session(release.wait)
             assert info.value.reason == "global_capacity"
+            # Nothing completed yet: one second, the fallback, over a limit of 2.
+            assert info.value.retry_after == 0.5
             stats = second.statistics()
             assert stats.rejections["global_capacity"] == 1
             assert stats.rejections["backend_unavailable"] == 0

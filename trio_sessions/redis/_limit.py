@@ -472,10 +472,13 @@ class RedisSessionLimit(AdmissionGuard):
             if waiting:
                 self._waiters -= 1
         self._refused_capacity += 1
+        # The fleet's slots free every (mean run time / fleet limit) seconds;
+        # this process's recent run times stand for the fleet's.
         raise CapacityError(
             f"Maximum concurrent sessions reached across the fleet "
             f"(limit {self._limit} on Redis key {self._key!r})",
             reason="global_capacity",
+            retry_after=manager._retry_after.recent_mean() / self._limit,
         )
 
     def release(self, session: Session) -> None:
