@@ -182,6 +182,21 @@ def bench_loadclient(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def adaptive_sim(session: nox.Session) -> None:
+    """Each limit controller in front of a simulated backend with a knee; the plot."""
+    session.install("-e", ".[bench]")
+    session.run(
+        "python",
+        "benchmarks/adaptive_sim.py",
+        "--jobs",
+        "2",
+        "--plot",
+        "docs/_static/adaptive_sim.svg",
+        *session.posargs,
+    )
+
+
+@nox.session(default=False)
 def soak(session: nox.Session) -> None:
     """1,000,000 sessions through one manager; then 5,000 race schedules per test."""
     session.install("-e", ".[test]")
