@@ -17,6 +17,7 @@ from trio_sessions.testing import check_invariants
 
 __all__ = [
     "INLINE_MODES",
+    "KEYED_MODES",
     "META",
     "META_BYTES",
     "MODES",
@@ -40,10 +41,12 @@ META_BYTES = len(json.dumps(META, separators=(",", ":"), ensure_ascii=False).enc
 #: How the session under test gets in: admitted at once by the async API, by
 #: the synchronous fast path, or after queueing behind sessions holding every
 #: slot; as a task of the manager (spawned) or as a block in the caller's own
-#: task (inline: ``manager.session()``, ``manager.session_nowait()``).
+#: task (inline: ``manager.session()``, ``manager.session_nowait()``); keyed:
+#: with a key and a priority, so the scheduler queues and counts it.
 SPAWNED_MODES = ("running", "nowait", "waiting")
 INLINE_MODES = ("inline", "inline-nowait", "inline-waiting")
-MODES = SPAWNED_MODES + INLINE_MODES
+KEYED_MODES = ("keyed-waiting", "inline-keyed-waiting")
+MODES = SPAWNED_MODES + INLINE_MODES + KEYED_MODES
 
 
 def run_trio(afn: Callable[[], Awaitable[T]]) -> T:
@@ -94,11 +97,12 @@ async def admit(
             blockers += 1
         assert manager.statistics().waiting == 0
     start = trio.current_time()
+    keyed: dict[str, Any] = {"key": "k", "priority": 1} if mode in KEYED_MODES else {}
     if mode == "nowait":
         session = manager.start_session_nowait(
             fn, *args, metadata=META, timeout=timeout
         )
-    elif mode in INLINE_MODES:
+    elif mode.startswith("inline"):
         session = await start_inline(
             manager,
             fn,
@@ -106,9 +110,12 @@ async def admit(
             metadata=META,
             timeout=timeout,
             nowait=mode == "inline-nowait",
+            **keyed,
         )
     else:
-        session = await manager.start_session(fn, *args, metadata=META, timeout=timeout)
+        session = await manager.start_session(
+            fn, *args, metadata=META, timeout=timeout, **keyed
+        )
     assert trio.current_time() == start + (1 if mode.endswith("waiting") else 0)
     return session, trio.current_time(), blockers
 
@@ -120,6 +127,8 @@ async def start_inline(
     metadata: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     nowait: bool = False,
+    key: str | None = None,
+    priority: int = 0,
 ) -> ts.Session[Any]:
     """Start a caller whose inline session runs ``fn``; return once it is admitted.
 
@@ -128,10 +137,11 @@ async def start_inline(
     where a session task's would. Admission errors are raised here; the
     caller checks that its block raised what the session's outcome says.
     """
+    options: dict[str, Any] = {"key": key, "priority": priority}
     if nowait:
-        block = manager.session_nowait(metadata=metadata, timeout=timeout)
+        block = manager.session_nowait(metadata=metadata, timeout=timeout, **options)
     else:
-        block = manager.session(metadata=metadata, timeout=timeout)
+        block = manager.session(metadata=metadata, timeout=timeout, **options)
     admitted = trio.Event()
     entered: list[ts.Session[Any]] = []
     refused: list[BaseException] = []
