@@ -478,3 +478,88 @@ async def test_inline_blocks_take_key_and_priority(
             assert trio.current_time() == 1
             assert m.statistics().keys["k"].active == 1
         assert session.outcome is ts.Outcome.SUCCESS
+
+
+# ------------------------------------------------------ the moments in between
+
+
+@pytest.mark.parametrize("inline_waiter", [False, True])
+async def test_a_slot_handed_to_a_queued_caller_goes_back_if_shutdown_wins(
+    inline_waiter: bool,
+) -> None:
+    """Handed a token (and its key's count) but not yet run when shutdown starts:
+
+    the waiter is refused as shutting down, and gives both back.
+    """
+    async with ts.open_session_manager(
+        max_sessions=1, max_waiting=2, max_sessions_per_key=1
+    ) as m:
+        refused: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                if inline_waiter:
+                    async with m.session(key="k", priority=2):
+                        raise AssertionError("admitted during shutdown")
+                else:
+                    await m.start_session(trio.sleep, 0, key="k", priority=2)
+            except ts.ShuttingDownError as exc:
+                refused.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            async with m.session(key="k"):
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert m.statistics().waiting == 1
+            # The block's exit handed the slot over; shutdown starts before
+            # the waiter runs again.
+            report = await m.shutdown()
+        assert report.initial_active == 0
+        assert len(refused) == 1
+        stats = check_invariants(m, settled=True)
+        assert stats.keys["k"] == ts.KeyStatistics(active=0, admitted=2, rejected=0)
+        assert m._limiter.borrowed_tokens == 0
+
+
+async def test_a_guard_refusing_a_keyed_caller_gives_its_key_slot_back() -> None:
+    """The local token and the key's count taken before the guard said no go back."""
+
+    class Refuse(ts.AdmissionGuard):
+        reasons = ("no",)
+
+        async def acquire(self, session: ts.Session[Any], deadline: float) -> None:
+            await trio.lowlevel.checkpoint()
+            raise ts.RejectedError("no", reason="no")
+
+        def release(self, session: ts.Session[Any]) -> None:
+            raise AssertionError("nothing was granted")
+
+    async with ts.open_session_manager(
+        guard=Refuse(), max_sessions=2, max_sessions_per_key=1
+    ) as m:
+        for _ in range(3):
+            with pytest.raises(ts.RejectedError, match="no"):
+                await m.start_session(trio.sleep, 0, key="k")
+        stats = check_invariants(m, settled=True)
+        assert stats.rejections["no"] == 3
+        assert stats.keys["k"].active == 0
+        assert stats.rejections["key_capacity"] == 0
+
+
+async def test_cancelled_while_queued_on_a_full_key_takes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A caller queued behind its own key, cancelled, leaves nothing behind."""
+    async with ts.open_session_manager(
+        max_sessions=3, max_waiting=3, max_sessions_per_key=1
+    ) as m:
+        m.start_session_nowait(trio.sleep, 5, key="k")
+        with trio.move_on_after(1):
+            await m.start_session(trio.sleep, 0, key="k")
+        assert trio.current_time() == 1
+        stats = check_invariants(m)
+        assert (stats.active, stats.waiting) == (1, 0)
+        assert stats.keys["k"] == ts.KeyStatistics(active=1, admitted=1, rejected=0)
+        # The key's next caller still gets in once the first ends.
+        await m.run(trio.sleep, 0, key="k")
+        assert trio.current_time() == 5
