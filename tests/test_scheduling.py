@@ -172,6 +172,8 @@ async def test_tracked_keys_zero_adds_every_key_under_other() -> None:
         ({"priority": "high"}, "priority must be an int, not str"),
         ({"priority": 1.5}, "priority must be an int, not float"),
         ({"priority": True}, "priority must be an int, not bool"),
+        ({"priority": False}, "priority must be an int, not bool"),
+        ({"priority": 0.0}, "priority must be an int, not float"),
     ],
 )
 async def test_a_bad_key_or_priority_is_a_type_error_and_takes_nothing(

@@ -16,7 +16,7 @@ from _thread import get_ident
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -64,6 +64,8 @@ _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 # An exception without its Python-level __init__ (see new_capacity_error).
 _new_exception = CapacityError.__new__
 _TASK_NAME = "trio_sessions.session"
+# The default priority=, compared by identity (CPython shares the int 0).
+_NO_PRIORITY: Final = 0
 
 
 def foreign_thread_error() -> RuntimeError:
@@ -248,7 +250,8 @@ class Admission:
             )
         else:
             session = self._new_session(metadata, seconds, name, self._now())
-        if key is None and priority == 0 and self._scheduler is None:
+        # By identity: a bool or a float 0 takes the slow way, which refuses it.
+        if key is None and priority is _NO_PRIORITY and self._scheduler is None:
             try:
                 self._limiter.acquire_on_behalf_of_nowait(session)
             except trio.WouldBlock:
@@ -470,7 +473,7 @@ class Admission:
 
     def _blocker(self, key: str | None, priority: int) -> str | None:
         """Why a caller may not take a slot now ("capacity", "key_capacity"), if so."""
-        if key is None and priority == 0 and self._scheduler is None:
+        if key is None and priority is _NO_PRIORITY and self._scheduler is None:
             return "capacity" if self._limiter.available_tokens <= 0 else None
         return self._scheduler_for(key, priority).blocker(key, priority)
 
