@@ -204,6 +204,7 @@ def expected_counts(rounds: int) -> dict[str, Any]:
         "rejected": rounds * (MIX.over_capacity + MIX.over_metadata),
         "rejections": {
             "capacity": rounds * MIX.over_capacity,
+            "key_capacity": 0,
             "shutting_down": 0,
             "metadata": rounds * MIX.over_metadata,
         },
