@@ -6,6 +6,7 @@ where the behaviour is the route's, under ``autojump_clock`` with exact times.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from session_helpers import start_inline
 
 import trio_sessions as ts
@@ -565,3 +568,88 @@ async def test_cancelled_while_queued_on_a_full_key_takes_nothing(
         # The key's next caller still gets in once the first ends.
         await m.run(trio.sleep, 0, key="k")
         assert trio.current_time() == 5
+
+
+# ------------------------------------------ many callers in the same instants
+
+
+CALLERS = st.lists(
+    st.tuples(
+        st.sampled_from([None, "a", "b", "c"]),  # key
+        st.sampled_from([0, 1, 3]),  # priority
+        st.sampled_from(ROUTES),
+        st.sampled_from([0, 0.5, 1, 2]),  # arrival
+        st.sampled_from([0, 0.5, 1.5]),  # run time
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    callers=CALLERS,
+    resizes=st.lists(
+        st.tuples(st.sampled_from([0.5, 1, 1.5]), st.integers(1, 6)), max_size=3
+    ),
+)
+def test_no_key_and_no_manager_ever_runs_over_its_limit(
+    callers: list[tuple[str | None, int, str, float, float]],
+    resizes: list[tuple[float, int]],
+) -> None:
+    """Callers arriving in the same instants on every route, the limit moving.
+
+    At each session's start its key is within its limit and the manager within
+    the highest limit set so far (a lower one cancels nothing); in the end the
+    keys' counts match what ran, and nothing is held.
+    """
+    limits = {"b": 1}
+    per_key = 2
+    ran: dict[str | None, int] = {}
+
+    async def main() -> ts.SessionManager:
+        async with ts.open_session_manager(
+            max_sessions=4,
+            max_sessions_per_key=per_key,
+            key_limits=limits,
+            max_waiting=40,
+            reserved_share=0.25,
+            request_timeout=None,
+        ) as m:
+            running: dict[str | None, int] = {}
+            highest_limit = m.max_sessions
+
+            async def body(key: str | None, seconds: float) -> None:
+                running[key] = running.get(key, 0) + 1
+                ran[key] = ran.get(key, 0) + 1
+                assert sum(running.values()) <= highest_limit
+                if key is not None:
+                    assert running[key] <= limits.get(key, per_key)
+                await trio.sleep(seconds)
+                running[key] -= 1
+
+            async def caller(
+                key: str | None, priority: int, route: str, at: float, seconds: float
+            ) -> None:
+                await trio.sleep(at)
+                with contextlib.suppress(ts.CapacityError):
+                    await admit_via(
+                        m, route, body, key, seconds, key=key, priority=priority
+                    )
+
+            async with trio.open_nursery() as nursery:
+                for plan in callers:
+                    nursery.start_soon(caller, *plan)
+                for at, limit in sorted(resizes):
+                    await trio.sleep_until(at)
+                    highest_limit = max(highest_limit, limit)
+                    m.resize(limit)
+        return m
+
+    manager = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    stats = check_invariants(manager, settled=True)
+    assert stats.created + stats.rejected == len(callers)
+    assert sum(ran.values()) == stats.created == stats.succeeded
+    for key in ("a", "b", "c"):
+        admitted = stats.keys[key].admitted if key in stats.keys else 0
+        assert admitted == ran.get(key, 0)
