@@ -1,34 +1,47 @@
-"""The HTTP/1.1 client of the load: httptools' parser on Trio's I/O, kept alive.
+"""The HTTP/1.1 client of the load: httptools' parser, the URL, and Trio's streams.
 
-A :class:`Connection` sends one ``GET`` at a time and reads the whole answer;
-a :class:`Target` is the parsed URL. Errors come out as :class:`RequestFailed`
-with a sentence that says what went wrong; nothing here keeps figures.
+:class:`Answer` is what httptools has parsed of the answer being read, shared by
+both clients: the epoll loop of :mod:`._epoll` (plain HTTP on Linux) and
+:class:`Connection` on Trio's streams (HTTPS, other systems), which
+:func:`drive_streams` runs one task per connection. Errors come out as
+:class:`RequestFailed` with a sentence that says what went wrong.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
 import socket
 import ssl
 import sys
-from typing import Protocol, final
+from typing import TYPE_CHECKING, final
 from urllib.parse import quote, urlsplit
 
 import attrs
 import httptools
 import trio
 
+if TYPE_CHECKING:
+    from ._http import Share
+
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Connection", "RequestFailed", "Target"]
+__all__ = [
+    "Answer",
+    "Connection",
+    "RequestFailed",
+    "Target",
+    "drive_streams",
+    "reason",
+]
 
 # One read takes what the kernel has, up to this: a small answer in one call.
-_CHUNK = 65_536
+CHUNK = 65_536
 _USER_AGENT = "trio-sessions-loadtest"
 # The headers that say where an answer's body ends.
 _FRAMING = (b"content-length", b"transfer-encoding")
+_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING)
 
 
 @final
@@ -67,6 +80,14 @@ class Target:
         default = 443 if self.https else 80
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def request(self) -> bytes:
+        """The ``GET`` request, as the bytes every request of the load sends."""
+        return (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            f"User-Agent: {_USER_AGENT}\r\n\r\n"
+        ).encode("ascii")
+
 
 @final
 class RequestFailed(Exception):
@@ -74,7 +95,7 @@ class RequestFailed(Exception):
 
     ``kind`` is one of ``"connect"``, ``"closed"`` (the server closed the
     connection before the whole answer) and ``"protocol"`` (the answer was
-    not HTTP/1.1). A client timeout is the caller's cancel scope, not this.
+    not HTTP/1.1). A client timeout is not one of these: it is no answer.
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -82,56 +103,106 @@ class RequestFailed(Exception):
         self.kind = kind
 
 
+class Answer:
+    """What httptools (llhttp, the parser of Node.js and uvicorn) has read of an answer.
+
+    One per connection: :meth:`fresh` when the connection is new,
+    :meth:`expect` before each request, :meth:`feed` with what arrives; once
+    the whole answer is in, ``answered`` is its status (an interim 1xx answer
+    does not count), and ``keep_alive`` says whether the connection may carry
+    the next request. The ``on_*`` methods are httptools' callbacks.
+    """
+
+    __slots__ = ("_parser", "answered", "framed", "keep_alive", "status")
+
+    def __init__(self) -> None:
+        self.fresh()
+
+    def fresh(self) -> None:
+        """A new connection: a new parse."""
+        self._parser = httptools.HttpResponseParser(self)
+        self.keep_alive = True
+        self.expect()
+
+    def expect(self) -> None:
+        """A request was sent: nothing of its answer is in yet."""
+        # The status once the head is in; again in answered once all is.
+        self.status = self.answered = 0
+        # Whether the head says how long the body is (else it ends at EOF).
+        self.framed = False
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Parse what arrived.
+
+        Raises:
+          RequestFailed: it is not an HTTP/1.1 answer (kind ``"protocol"``).
+        """
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise RequestFailed("protocol", f"not an HTTP/1.1 answer: {exc}") from None
+
+    def ended(self) -> bool:
+        """The server closed the connection: True when that ended a whole answer.
+
+        That is a body without a length, which runs to the end of the
+        connection; any other answer was cut short.
+        """
+        if self.status and not self.framed:
+            self.answered, self.keep_alive = self.status, False
+            return True
+        return False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header of the answer: note whether it frames the body."""
+        # Most headers are neither, and a length check spares their lower().
+        if len(name) in _FRAMING_LENGTHS and name.lower() in _FRAMING:
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        """The head of the answer is in: its status, and whether to keep alive."""
+        self.status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        """The whole answer is in (an interim 1xx one does not count)."""
+        if self.status >= 200:
+            self.answered = self.status
+
+
+# What the server closing the connection before the answer's first byte
+# looks like: it closed a kept-alive connection while it was idle.
+CLOSED_ERRORS = (trio.BrokenResourceError, ConnectionError)
+
+
 class _Stale(Exception):
     """A kept-alive connection was closed by the server before it read the request."""
 
 
 @final
-class Connection:
-    """One HTTP/1.1 connection to ``target``, opened on first use and kept alive.
+class Connection(Answer):
+    """One HTTP/1.1 connection to ``target`` on Trio's streams, opened on first use.
 
     ::
 
-        connection = Connection(Target.parse("http://127.0.0.1:8000/"))
+        connection = Connection(Target.parse("https://example.test/"))
         status = await connection.get()
         await connection.aclose()
 
-    The request is written once, as bytes; answers are parsed by httptools
-    (llhttp, the parser of Node.js and of uvicorn), whose callbacks are the
-    ``on_*`` methods below. After a failure, or an answer that closes the
-    connection, the next :meth:`get` opens a new one.
+    After a failure, or an answer that closes the connection, the next
+    :meth:`get` opens a new one.
     """
 
-    __slots__ = (
-        "_answered",
-        "_framed",
-        "_keep_alive",
-        "_parser",
-        "_request",
-        "_ssl",
-        "_status",
-        "_stream",
-        "_target",
-    )
+    __slots__ = ("_request", "_ssl", "_stream", "_target")
 
     def __init__(
         self, target: Target, ssl_context: ssl.SSLContext | None = None
     ) -> None:
+        super().__init__()
         self._target = target
         self._ssl = ssl_context
-        self._stream: _Stream | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._request = (
-            f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-            f"User-Agent: {_USER_AGENT}\r\n\r\n"
-        ).encode("ascii")
-        # Of the answer being read: its status once its head is in, the
-        # status again once all of it is, whether it says how long its body
-        # is (else the body ends with the connection), and keep-alive.
-        self._status = 0
-        self._answered = 0
-        self._framed = False
-        self._keep_alive = True
+        self._stream: trio.abc.Stream | None = None
+        self._request = target.request
 
     async def get(self) -> int:
         """Send ``GET`` and read the whole answer; return its status code.
@@ -160,58 +231,33 @@ class Connection:
         stream = self._stream
         try:
             await stream.send_all(self._request)
-        except trio.BrokenResourceError as exc:
+        except CLOSED_ERRORS as exc:
             if reused:
                 raise _Stale from None
-            raise _failure("closed", "sending the request", exc) from None
-        self._status = self._answered = 0
-        self._framed = False
+            raise _failure("sending the request", exc) from None
+        self.expect()
         received = False
-        while not self._answered:
+        while not self.answered:
             try:
-                data = await stream.receive_some(_CHUNK)
-            except trio.BrokenResourceError as exc:
+                data = await stream.receive_some(CHUNK)
+            except CLOSED_ERRORS as exc:
                 if reused and not received:
                     raise _Stale from None
-                raise _failure("closed", "reading the answer", exc) from None
+                raise _failure("reading the answer", exc) from None
             if not data:
                 if reused and not received:
                     raise _Stale
-                if self._status and not self._framed:  # its body ends here
-                    self._answered, self._keep_alive = self._status, False
+                if self.ended():
                     break
-                raise RequestFailed(
-                    "closed", "the server closed the connection before the whole answer"
-                )
+                raise RequestFailed("closed", CUT_SHORT)
             received = True
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                raise RequestFailed(
-                    "protocol", f"not an HTTP/1.1 answer: {exc}"
-                ) from None
-        if not self._keep_alive:
-            await self.aclose()
-        return self._answered
+            self.feed(data)
+        status = self.answered
+        if not self.keep_alive:
+            await self.aclose()  # which starts a new parse
+        return status
 
-    # httptools' callbacks, as it parses what feed_data gave it.
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """A header of the answer: note whether it frames the body."""
-        if name.lower() in _FRAMING:
-            self._framed = True
-
-    def on_headers_complete(self) -> None:
-        """The head of the answer is in: its status, and whether to keep alive."""
-        self._status = self._parser.get_status_code()
-        self._keep_alive = self._parser.should_keep_alive()
-
-    def on_message_complete(self) -> None:
-        """The whole answer is in (an interim 1xx one does not count)."""
-        if self._status >= 200:
-            self._answered = self._status
-
-    async def _connect(self) -> _Stream:
+    async def _connect(self) -> trio.abc.Stream:
         target = self._target
         try:
             if target.https:
@@ -219,127 +265,73 @@ class Connection:
                 return await trio.open_ssl_over_tcp_stream(
                     target.host, target.port, ssl_context=context, https_compatible=True
                 )
-            return await _TcpStream.connect(target.host, target.port)
+            return await trio.open_tcp_stream(target.host, target.port)
         except OSError as exc:
-            raise RequestFailed(
-                "connect",
-                f"cannot connect to {target.host}:{target.port}: {_reason(exc)}",
-            ) from None
+            raise RequestFailed("connect", cannot_connect(target, exc)) from None
 
     async def aclose(self) -> None:
         """Close the connection, if open; the next :meth:`get` opens a new one."""
         stream, self._stream = self._stream, None
-        # A new connection starts a new parse.
-        self._parser = httptools.HttpResponseParser(self)
+        self.fresh()
         if stream is not None:
-            # As trio.aclose_forcefully does: close at once, not gracefully.
-            with trio.CancelScope() as scope:
-                scope.cancel()
-                await stream.aclose()
+            await trio.aclose_forcefully(stream)
 
 
-class _Stream(Protocol):
-    """What a connection reads and writes: a Trio stream, or a :class:`_TcpStream`."""
-
-    async def send_all(self, data: bytes) -> None: ...
-
-    async def receive_some(self, max_bytes: int) -> bytes | bytearray: ...
-
-    async def aclose(self) -> None: ...
+CUT_SHORT = "the server closed the connection before the whole answer"
 
 
-@final
-class _TcpStream:
-    """A TCP connection on a non-blocking socket, waited on with Trio's I/O.
+async def drive_streams(
+    share: Share, target: Target, concurrency: int, timeout: float
+) -> None:
+    """Send ``share``'s requests over ``concurrency`` :class:`Connection` tasks.
 
-    :class:`trio.SocketStream` with less between the request and the kernel:
-    a request and its answer each take one system call when the socket is
-    ready, and Trio's scheduler only when it is not. Measured against a fast
-    local server, this takes about a fifth less CPU per request than
-    :class:`trio.SocketStream`, which the load pays for on every request.
+    Each task sends its next request once the last is answered; in an open
+    loop it first takes the next slot of the schedule and sleeps until it is
+    due. Each request has ``timeout`` seconds, from when it is sent.
     """
 
-    __slots__ = ("_socket",)
+    async def connection() -> None:
+        client = Connection(target)
+        try:
+            while share.due(trio.current_time()) < math.inf:
+                number, began = share.claim(trio.current_time())
+                if began > trio.current_time():
+                    await trio.sleep_until(began)
+                share.sending()
+                answer: int | RequestFailed | None = None  # None: no answer in time
+                with trio.move_on_after(timeout):
+                    try:
+                        answer = await client.get()
+                    except RequestFailed as exc:
+                        answer = exc
+                if isinstance(answer, int):
+                    share.answered(answer, began, trio.current_time())
+                else:
+                    share.failed(answer, number, began, trio.current_time())
+        finally:
+            await client.aclose()
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._socket = sock
-
-    @classmethod
-    async def connect(cls, host: str, port: int) -> _TcpStream:
-        """Connect to the first address of ``host`` that answers.
-
-        Raises:
-          OSError: no address of ``host`` accepted the connection.
-        """
-        found = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        error: OSError = OSError(f"{host} has no address")
-        for family, kind, proto, _, address in found:
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                with contextlib.suppress(BlockingIOError):
-                    sock.connect(address)
-                await trio.lowlevel.wait_writable(sock)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code:
-                    raise OSError(code, os.strerror(code))
-            except BaseException as exc:
-                sock.close()
-                if not isinstance(exc, OSError):
-                    raise
-                error = exc
-            else:
-                return cls(sock)
-        raise error
-
-    async def send_all(self, data: bytes) -> None:
-        """Send all of ``data``, waiting for room as needed.
-
-        Raises:
-          trio.BrokenResourceError: the connection is broken.
-        """
-        sock = self._socket
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[sock.send(view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-            except OSError as exc:
-                raise trio.BrokenResourceError from exc
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """What has arrived, up to ``max_bytes``; ``b""`` once the peer closed.
-
-        Raises:
-          trio.BrokenResourceError: the connection is broken.
-        """
-        sock = self._socket
-        while True:
-            try:
-                return sock.recv(max_bytes)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-            except OSError as exc:
-                raise trio.BrokenResourceError from exc
-
-    async def aclose(self) -> None:
-        """Close the socket, waking any task that waits on it."""
-        trio.lowlevel.notify_closing(self._socket)
-        self._socket.close()
-        await trio.lowlevel.checkpoint()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(connection)
 
 
-def _failure(kind: str, doing: str, exc: BaseException) -> RequestFailed:
-    return RequestFailed(kind, f"{doing}: {_reason(exc.__cause__ or exc)}")
+def cannot_connect(target: Target, exc: BaseException) -> str:
+    """The sentence of a connection that failed to open."""
+    return f"cannot connect to {target.host}:{target.port}: {reason(exc)}"
 
 
-def _reason(exc: BaseException) -> str:
+def _failure(doing: str, exc: BaseException) -> RequestFailed:
+    return RequestFailed("closed", f"{doing}: {reason(exc)}")
+
+
+def reason(exc: BaseException) -> str:
     """The OS's reason behind ``exc``, found through Trio's wrappers and groups."""
     while True:
         if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]
+        elif isinstance(exc, socket.gaierror):
+            return str(exc.strerror)
         elif isinstance(exc, OSError) and exc.errno:
             return os.strerror(exc.errno)
         elif exc.__cause__ is not None:

@@ -1,0 +1,437 @@
+"""The load's client for plain HTTP on Linux: every connection in one epoll of its own.
+
+One task sends and reads on all of a process's connections, each registered once
+(level-triggered) in an epoll that the task waits on through Trio, or, while Trio
+has nothing else to do, directly: an answer costs a system call and a parse.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import math
+import os
+import select
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+import trio
+
+from ._client import CUT_SHORT, Answer, RequestFailed, Target, cannot_connect, reason
+
+if TYPE_CHECKING:
+    from ._http import Share
+
+__all__ = ["LoopStatistics", "available", "drive_epoll"]
+
+# The longest the loop keeps Trio's scheduler out while it waits in its own
+# epoll or goes from answer to answer: other tasks (the sampler), Trio's I/O
+# and a cancellation get their turn at least this often.
+HOLD = 0.02
+# Tasks that wait to read in any Trio run: Trio's own, which runs what
+# run_sync_soon() queues, on its wake-up socket. One more is another task's.
+_TRIO_READERS = 1
+# One read takes what the kernel has, up to this: a small answer in one call.
+_CHUNK = 65_536
+_READ = select.EPOLLIN if hasattr(select, "EPOLLIN") else 1
+_WRITE = select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 4
+
+
+def available() -> bool:
+    """True where this client runs: where Python has ``select.epoll`` (Linux)."""
+    return hasattr(select, "epoll")
+
+
+@final
+@attrs.frozen
+class LoopStatistics:
+    """How the loop waited, for the tests and the curious.
+
+    Attributes:
+      held: Waits in its own epoll, with Trio's scheduler held out.
+      yielded: Turns it gave Trio's scheduler: waits through Trio, checkpoints.
+    """
+
+    held: int
+    yielded: int
+
+
+@final
+class _Link(Answer):
+    """One kept-alive connection of the loop, and the request it carries, if any."""
+
+    __slots__ = (
+        "address",
+        "began",
+        "connecting",
+        "error",
+        "fd",
+        "number",
+        "received",
+        "reused",
+        "sock",
+        "token",
+        "unsent",
+        "writing",
+    )
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        # The request carried: a number unique in the loop (0: none), its
+        # number in the report, and when its latency started.
+        self.token = 0
+        self.number = 0
+        self.began = 0.0
+        # Whether the connection carried a request before this one, and
+        # whether a byte of this one's answer came back: a kept-alive
+        # connection closed before that was closed idle, and is retried.
+        self.reused = False
+        self.received = False
+        self.connecting = False
+        self.unsent = b""
+        self.writing = False
+        # The next address to try, and why the last attempt failed.
+        self.address = 0
+        self.error = error
+
+
+@final
+class _Woken(trio.abc.Instrument):
+    """Notes whether Trio woke a task other than ``mine``."""
+
+    __slots__ = ("_mine", "_woken")
+
+    def __init__(self, mine: trio.lowlevel.Task) -> None:
+        self._mine = mine
+        self._woken = False
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        """Trio's hook: ``task`` was woken."""
+        if task is not self._mine:
+            self._woken = True
+
+    def woken(self) -> bool:
+        """Whether another task was woken since the last call."""
+        woken, self._woken = self._woken, False
+        return woken
+
+
+# What connect() takes, as getaddrinfo() found it: family, type, protocol, address.
+Address = tuple[int, int, int, Any]
+
+
+@final
+class _Loop:
+    """The connections of one process, each carrying one request at a time."""
+
+    def __init__(
+        self,
+        share: Share,
+        target: Target,
+        concurrency: int,
+        timeout: float,
+        addresses: list[Address],
+        error: OSError,
+    ) -> None:
+        self._share = share
+        self._target = target
+        self._request = target.request
+        self._timeout = timeout
+        self._addresses = addresses
+        self._poller = select.epoll()
+        # By file descriptor, every link with a socket open.
+        self._open: dict[int, _Link] = {}
+        self._idle = [_Link(error) for _ in range(concurrency)]
+        self._busy = 0
+        # Links whose request waits for a connection to open: opened between
+        # two waits, never while a batch of events is handled, so that a new
+        # socket cannot take the number of one that still has events in it.
+        self._reconnect: list[_Link] = []
+        # (deadline, token, link) in the order sent, so deadlines ascend.
+        self._deadlines: deque[tuple[float, int, _Link]] = deque()
+        self._tokens = itertools.count(1)
+        # The end of the current turn of waiting in its own epoll; whether
+        # Trio had no task queued at the loop's last turn; who else woke.
+        self._hold_until = -math.inf
+        self._settled = False
+        self._watch = _Woken(trio.lowlevel.current_task())
+        self.held = 0
+        self.yielded = 0
+
+    async def run(self) -> None:
+        """Send the share's requests and read their answers, to the last one."""
+        trio.lowlevel.add_instrument(self._watch)
+        try:
+            await self._run()
+        finally:
+            trio.lowlevel.remove_instrument(self._watch)
+
+    async def _run(self) -> None:
+        share = self._share
+        idle = self._idle
+        deadlines = self._deadlines
+        poll = self._poller.poll
+        now = trio.current_time()
+        while True:
+            if self._reconnect:
+                links, self._reconnect = self._reconnect, []
+                for link in links:
+                    self._connect(link, now)
+            # Each idle link takes a request that is due; a link that fails
+            # at once is back in idle, taken again next round at the latest.
+            for _ in range(len(idle)):
+                if share.due(now) > now:
+                    break
+                self._start(idle.pop(), now)
+            until = math.inf
+            while deadlines:
+                deadline, token, link = deadlines[0]
+                if link.token != token:  # answered already
+                    deadlines.popleft()
+                elif deadline <= now:
+                    deadlines.popleft()
+                    self._fail(link, None, now)
+                else:
+                    until = deadline
+                    break
+            if idle:
+                due = share.due(now)
+                if due == math.inf and not self._busy:
+                    return
+                until = min(until, due)
+            if now < self._hold_until:
+                self.held += 1
+                events = poll(max(min(until, self._hold_until) - now, 0.0))
+            else:
+                events = await self._yield(until)
+            now = trio.current_time()
+            for fd, _ in events:
+                ready = self._open.get(fd)
+                if ready is None:  # closed earlier in this batch
+                    continue
+                if ready.connecting:
+                    self._connected(ready, now)
+                elif ready.writing:
+                    self._send(ready)
+                else:
+                    self._receive(ready, now)
+
+    async def _yield(self, until: float) -> list[tuple[int, int]]:
+        """Wait through Trio until the epoll has events, or (about) ``until``."""
+        self.yielded += 1
+        with trio.CancelScope(deadline=until):
+            await trio.lowlevel.wait_readable(self._poller)
+        self._hold_until = self._may_hold_until()
+        return self._poller.poll(0)
+
+    def _may_hold_until(self) -> float:
+        """Until when the loop may wait in its own epoll, Trio's scheduler held out.
+
+        Trio would wait in its epoll too, if it had no task to run, no
+        callback queued and no I/O to watch: then the loop waits in its own,
+        until the first of Trio's deadlines, for at most :data:`HOLD`.
+        Nothing but the loop runs meanwhile, so that stays true; a callback
+        that a thread queues waits until the loop's next turn.
+
+        A task woken in the loop's own batch has left Trio's run queue but
+        not yet run, and no statistic shows it: the loop holds only if no
+        task was queued at its last turn and none was woken since.
+        """
+        stats = trio.lowlevel.current_statistics()
+        io = stats.io_statistics
+        settled, self._settled = self._settled, not stats.tasks_runnable
+        now = trio.current_time()
+        if (
+            self._watch.woken()
+            or not settled
+            or stats.tasks_runnable
+            or stats.run_sync_soon_queue_size
+            or getattr(io, "tasks_waiting_read", 2) > _TRIO_READERS
+            or getattr(io, "tasks_waiting_write", 1)
+        ):
+            return now
+        return now + min(stats.seconds_to_next_deadline, HOLD)
+
+    def _start(self, link: _Link, now: float) -> None:
+        share = self._share
+        link.number, link.began = share.claim(now)
+        share.sending()
+        link.token = token = next(self._tokens)
+        self._deadlines.append((now + self._timeout, token, link))
+        self._busy += 1
+        if link.sock is None:
+            link.address = 0
+            self._connect(link, now)
+        else:
+            link.reused = True
+            self._request_on(link)
+
+    def _connect(self, link: _Link, now: float) -> None:
+        """Open a connection for ``link``'s request, from its next address on."""
+        link.fresh()
+        link.reused = False
+        while link.address < len(self._addresses):
+            family, kind, proto, address = self._addresses[link.address]
+            link.address += 1
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                code = sock.connect_ex(address)
+            except OSError as exc:
+                code, link.error = -1, exc
+            if code in (0, errno.EINPROGRESS):
+                link.sock, link.fd, link.connecting = sock, sock.fileno(), True
+                self._open[link.fd] = link
+                self._poller.register(link.fd, _WRITE)
+                return
+            sock.close()
+            if code != -1:
+                link.error = OSError(code, os.strerror(code))
+        failure = RequestFailed("connect", cannot_connect(self._target, link.error))
+        self._fail(link, failure, now)
+
+    def _connected(self, link: _Link, now: float) -> None:
+        assert link.sock is not None
+        code = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            link.error = OSError(code, os.strerror(code))
+            self._close(link)
+            self._reconnect.append(link)  # at its next address
+            return
+        link.connecting = False
+        self._poller.modify(link.fd, _READ)
+        self._request_on(link)
+
+    def _request_on(self, link: _Link) -> None:
+        link.expect()
+        link.received = False
+        link.unsent = self._request
+        self._send(link)
+
+    def _send(self, link: _Link) -> None:
+        """Send what is left of the request; wait for room if the kernel has none."""
+        assert link.sock is not None
+        data = link.unsent
+        try:
+            sent = link.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._broken(link, "sending the request", exc)
+            return
+        link.unsent = data[sent:] if sent < len(data) else b""
+        if bool(link.unsent) != link.writing:
+            link.writing = not link.writing
+            self._poller.modify(link.fd, _WRITE if link.writing else _READ)
+
+    def _receive(self, link: _Link, now: float) -> None:
+        assert link.sock is not None
+        try:
+            data = link.sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._broken(link, "reading the answer", exc)
+            return
+        if not link.token:
+            # No request on it: the server closed the idle connection (or
+            # said something unasked); the next request opens a new one.
+            self._close(link)
+        elif not data:
+            if link.reused and not link.received:
+                self._retry(link)
+            elif link.ended():
+                self._answered(link, now)
+            else:
+                self._fail(link, RequestFailed("closed", CUT_SHORT), now)
+        else:
+            link.received = True
+            try:
+                link.feed(data)
+            except RequestFailed as failure:
+                self._fail(link, failure, now)
+                return
+            if link.answered:
+                self._answered(link, now)
+
+    def _broken(self, link: _Link, doing: str, exc: OSError) -> None:
+        if not link.token:
+            self._close(link)
+        elif link.reused and not link.received:
+            self._retry(link)
+        else:
+            failure = RequestFailed("closed", f"{doing}: {reason(exc)}")
+            self._fail(link, failure, trio.current_time())
+
+    def _retry(self, link: _Link) -> None:
+        """Send the request again on a new connection, as for a GET browsers do.
+
+        The server had closed the kept-alive connection while it was idle;
+        the request keeps its number, its start and its deadline.
+        """
+        self._close(link)
+        link.address = 0
+        self._reconnect.append(link)
+
+    def _answered(self, link: _Link, now: float) -> None:
+        link.token = 0
+        self._busy -= 1
+        self._share.answered(link.answered, link.began, now)
+        if not link.keep_alive:
+            self._close(link)
+        self._idle.append(link)
+
+    def _fail(self, link: _Link, failure: RequestFailed | None, now: float) -> None:
+        """``link``'s request got no answer (``None``: not in time); close the link."""
+        link.token = 0
+        self._busy -= 1
+        self._close(link)
+        if link in self._reconnect:
+            self._reconnect.remove(link)
+        self._share.failed(failure, link.number, link.began, now)
+        self._idle.append(link)
+
+    def _close(self, link: _Link) -> None:
+        sock, link.sock = link.sock, None
+        link.connecting = link.writing = False
+        link.unsent = b""
+        if sock is not None:
+            # Closing the socket takes it out of the epoll too.
+            del self._open[link.fd]
+            sock.close()
+
+    def close(self) -> None:
+        """Close every connection and the epoll."""
+        for link in list(self._open.values()):
+            self._close(link)
+        self._poller.close()
+
+
+async def drive_epoll(
+    share: Share, target: Target, concurrency: int, timeout: float
+) -> LoopStatistics:
+    """Send ``share``'s requests over ``concurrency`` connections, all in one task.
+
+    Each connection carries one request at a time; in a closed loop it
+    sends the next once the last is answered, in an open loop when the next
+    is due. Each request has ``timeout`` seconds from when it is sent.
+    """
+    error = OSError(f"{target.host} has no address")
+    try:
+        found = await trio.socket.getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        found, error = [], exc
+    addresses: list[Address] = [(f, k, p, a) for f, k, p, _, a in found]
+    loop = _Loop(share, target, concurrency, timeout, addresses, error)
+    try:
+        await loop.run()
+    finally:
+        loop.close()
+    return LoopStatistics(held=loop.held, yielded=loop.yielded)
