@@ -1,16 +1,21 @@
 """The load client beside wrk: requests/s against the same servers, in one run.
 
-Starts two servers of the demo app on loopback: ``trio-sessions serve`` (every
-request a session of SessionMiddleware) and the same app bare
-(``examples/http_server.py --no-middleware``, as ``serve`` has no such option).
-Each round, against each server in turn, for the same duration, at 10, 50 and
-100 connections: ``wrk -t1``, then ``trio-sessions loadtest --url`` (closed
-loop). Prints the medians, each client's CPU per request and the server's, the
-ratios to wrk and the goals (ours >= 0.8x wrk at 50 and 100; ours at 100 not
-below ours at 10, beside wrk's own c100/c10), then open-loop runs (``--rate``)
-at fractions of wrk's rate, with their p50/p90/p99/p99.9/max::
+Starts three servers on loopback: ``trio-sessions serve`` (the demo app, every
+request a session of SessionMiddleware), the same app bare
+(``examples/http_server.py --no-middleware``, as ``serve`` has no such option)
+and ``benchmarks/fast_server.py`` (a bare epoll loop, fast enough that the
+client, not the server, sets the pace). Each round, against each server in
+turn, for the same duration, at 10, 50 and 100 connections: ``wrk -t1`` and
+``trio-sessions loadtest --url`` (closed loop), back to back, in turns first.
+Prints the machine's load at the start and the end, the medians, each
+client's CPU per request and the server's, the ratios to wrk (the median of
+each round's ratio, and their range) and the goals against the two demo
+servers (ours >= 0.8x wrk at 50 and 100; ours at 100 not below ours at 10,
+beside wrk's own c100/c10), then open-loop runs (``--rate``) at fractions of
+wrk's rate, with their p50/p90/p99/p99.9/max::
 
     python benchmarks/bench_loadclient.py --duration 3 --rounds 3 [--processes 2]
+        [--servers middleware,bare,fast]
 
 wrk, the client and the server share the machine's cores, so a client that
 takes more CPU leaves less to the server: that is part of what is compared.
@@ -35,11 +40,15 @@ from wrk_e2e import server as start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "http_server.py"
+FAST = ROOT / "benchmarks" / "fast_server.py"
 # The servers' arguments after the interpreter (wrk_e2e.server runs them).
 SERVERS = {
-    "middleware": ["-m", "trio_sessions", "serve"],
-    "bare": [str(EXAMPLE), "--no-middleware"],
+    "middleware": ["-m", "trio_sessions", "serve", "--max-sessions", "1000"],
+    "bare": [str(EXAMPLE), "--no-middleware", "--max-sessions", "1000"],
+    "fast": [str(FAST)],
 }
+# The servers the goals are about; the fast one shows the clients' own limits.
+GOAL_SERVERS = ("middleware", "bare")
 CONNECTIONS = (10, 50, 100)
 GOAL = 0.8
 
@@ -127,19 +136,26 @@ def median(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
 
 
-def paired(runs: dict[str, list[Run]], top: str, bottom: str) -> float:
-    """The median over rounds of ``top``'s requests/s over ``bottom``'s."""
-    ratios = [a.rate / b.rate for a, b in zip(runs[top], runs[bottom], strict=True)]
-    return statistics.median(ratios)
+def paired(runs: dict[str, list[Run]], top: str, bottom: str) -> list[float]:
+    """Round by round, ``top``'s requests/s over ``bottom``'s."""
+    return [a.rate / b.rate for a, b in zip(runs[top], runs[bottom], strict=True)]
 
 
-def report(what: str, ratio: float, goal: float | None) -> bool:
-    """Print ``ratio``, and whether it meets ``goal`` (if there is one)."""
+def report(what: str, ratios: list[float], goal: float | None) -> bool:
+    """Print the median of ``ratios``, their range, and whether it meets ``goal``."""
+    ratio = statistics.median(ratios)
     verdict = ""
     if goal is not None:
-        verdict = f" ({'meets' if ratio >= goal else 'MISSES'} the goal: >= {goal:g})"
-    print(f"  {what}: {ratio:.2f}{verdict}")
+        verdict = f"; {'meets' if ratio >= goal else 'MISSES'} the goal: >= {goal:g}"
+    spread = f"rounds {min(ratios):.2f} to {max(ratios):.2f}"
+    print(f"  {what}: {ratio:.2f} ({spread}{verdict})")
     return goal is None or ratio >= goal
+
+
+def load() -> str:
+    """The machine's load averages, and its cores."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min; {os.cpu_count()} cores)"
 
 
 def main() -> int:
@@ -154,37 +170,53 @@ def main() -> int:
         default="0.5,0.9",
         help="open-loop rates, as fractions of wrk's c50 requests/s",
     )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"the servers to drive, from {', '.join(SERVERS)}",
+    )
     parser.add_argument("--install", action="store_true", help="apt-get install wrk")
     parser.add_argument("--check", action="store_true", help="exit 1 if a goal fails")
     args = parser.parse_args()
+    names = [name for name in args.servers.split(",") if name]
+    unknown = sorted(set(names) - set(SERVERS))
+    if unknown:
+        parser.error(f"unknown server {', '.join(unknown)}; from {', '.join(SERVERS)}")
     wrk = ensure_wrk(args.install)
     contenders = [f"{client} c{c}" for client in ("wrk", "ours") for c in CONNECTIONS]
     results: dict[str, dict[str, list[Run]]] = {
-        name: {contender: [] for contender in contenders} for name in SERVERS
+        name: {contender: [] for contender in contenders} for name in names
     }
     ok = True
+    load_at_start = load()
     with ExitStack() as stack:
         servers = {
-            name: stack.enter_context(start_server(*argv, "--max-sessions", "1000"))
-            for name, argv in SERVERS.items()
+            name: stack.enter_context(start_server(*SERVERS[name])) for name in names
         }
         for port, pid in servers.values():
             run_wrk(wrk, port, pid, 50, 1.0)  # warm-up: imports, caches, TCP
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for name, (port, pid) in servers.items():
                 for c in CONNECTIONS:
-                    run = run_wrk(wrk, port, pid, c, args.duration)
-                    results[name][f"wrk c{c}"].append(run)
-                    run, _ = run_ours(port, pid, c, args.duration, args.processes)
-                    results[name][f"ours c{c}"].append(run)
-        cores = os.cpu_count()
+                    # Each first in turn: neither has the server warmer.
+                    for client in ("wrk", "ours")[:: 1 if round_ % 2 else -1]:
+                        if client == "wrk":
+                            run = run_wrk(wrk, port, pid, c, args.duration)
+                        else:
+                            run, _ = run_ours(
+                                port, pid, c, args.duration, args.processes
+                            )
+                        results[name][f"{client} c{c}"].append(run)
         print(
             f"{args.rounds} rounds of {args.duration:g} s per client and server; "
             f"wrk -t1, ours with --processes {args.processes}; clients and "
-            f"servers share {cores} cores, so a client's CPU is taken from its "
-            "server: same server, same duration, wrk and ours back to back at "
-            "each concurrency; ratios are the median of each round's ratio."
+            f"servers share {os.cpu_count()} cores, so a client's CPU is taken "
+            "from its server: same server, same duration, wrk and ours back to "
+            "back at each concurrency, in turns first; ratios are the median of "
+            "each round's ratio."
         )
+        print(f"machine load at the start: {load_at_start}")
+        print(f"machine load after the closed-loop rounds: {load()}")
         for name, (port, pid) in servers.items():
             medians = {c: median(runs) for c, runs in results[name].items()}
             print(f"\n{name} ({' '.join(SERVERS[name])}):")
@@ -196,16 +228,17 @@ def main() -> int:
                     f"per request: client {m.client_us:5,.0f} µs, "
                     f"server {m.server_us:5,.0f} µs"
                 )
+            goals = name in GOAL_SERVERS
             # Ratios of runs made back to back, round by round, then their
             # median: the load of the shared machine drifts less in between.
             for c in CONNECTIONS:
-                ratio = paired(results[name], f"ours c{c}", f"wrk c{c}")
-                ok &= report(f"ours/wrk at c{c}", ratio, None if c == 10 else GOAL)
+                ratios = paired(results[name], f"ours c{c}", f"wrk c{c}")
+                goal = GOAL if goals and c != 10 else None
+                ok &= report(f"ours/wrk at c{c}", ratios, goal)
             for client in ("wrk", "ours"):
-                ratio = paired(results[name], f"{client} c100", f"{client} c10")
-                ok &= report(
-                    f"{client} c100/c10", ratio, 1.0 if client == "ours" else None
-                )
+                ratios = paired(results[name], f"{client} c100", f"{client} c10")
+                goal = 1.0 if goals and client == "ours" else None
+                ok &= report(f"{client} c100/c10", ratios, goal)
             rate = medians["wrk c50"].rate
             for fraction in (float(f) for f in args.rates.split(",")):
                 target = fraction * rate
@@ -224,6 +257,7 @@ def main() -> int:
                     f"  open loop --rate {target:,.0f} ({fraction:.0%} of wrk c50), "
                     f"50 connections: {figures}"
                 )
+    print(f"\nmachine load at the end: {load()}")
     return 1 if args.check and not ok else 0
 
 
