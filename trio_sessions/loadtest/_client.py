@@ -33,6 +33,7 @@ __all__ = [
     "RequestFailed",
     "Target",
     "drive_streams",
+    "not_http",
     "reason",
 ]
 
@@ -107,20 +108,21 @@ class Answer:
     """What httptools (llhttp, the parser of Node.js and uvicorn) has read of an answer.
 
     One per connection: :meth:`fresh` when the connection is new,
-    :meth:`expect` before each request, :meth:`feed` with what arrives; once
+    :meth:`expect` before each request, :meth:`feed` with what arrives (or
+    ``parser.feed_data``, which raises httptools' own error); once
     the whole answer is in, ``answered`` is its status (an interim 1xx answer
     does not count), and ``keep_alive`` says whether the connection may carry
     the next request. The ``on_*`` methods are httptools' callbacks.
     """
 
-    __slots__ = ("_parser", "answered", "framed", "keep_alive", "status")
+    __slots__ = ("answered", "framed", "keep_alive", "parser", "status")
 
     def __init__(self) -> None:
         self.fresh()
 
     def fresh(self) -> None:
         """A new connection: a new parse."""
-        self._parser = httptools.HttpResponseParser(self)
+        self.parser = httptools.HttpResponseParser(self)
         self.keep_alive = True
         self.expect()
 
@@ -138,9 +140,9 @@ class Answer:
           RequestFailed: it is not an HTTP/1.1 answer (kind ``"protocol"``).
         """
         try:
-            self._parser.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            raise RequestFailed("protocol", f"not an HTTP/1.1 answer: {exc}") from None
+            raise not_http(exc) from None
 
     def ended(self) -> bool:
         """The server closed the connection: True when that ended a whole answer.
@@ -161,8 +163,8 @@ class Answer:
 
     def on_headers_complete(self) -> None:
         """The head of the answer is in: its status, and whether to keep alive."""
-        self.status = self._parser.get_status_code()
-        self.keep_alive = self._parser.should_keep_alive()
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_message_complete(self) -> None:
         """The whole answer is in (an interim 1xx one does not count)."""
@@ -314,6 +316,11 @@ async def drive_streams(
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(connection)
+
+
+def not_http(exc: httptools.HttpParserError) -> RequestFailed:
+    """The failure of an answer that httptools could not parse."""
+    return RequestFailed("protocol", f"not an HTTP/1.1 answer: {exc}")
 
 
 def cannot_connect(target: Target, exc: BaseException) -> str:

@@ -13,13 +13,23 @@ import math
 import os
 import select
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
+import httptools
 import trio
 
-from ._client import CUT_SHORT, Answer, RequestFailed, Target, cannot_connect, reason
+from ._client import (
+    CUT_SHORT,
+    Answer,
+    RequestFailed,
+    Target,
+    cannot_connect,
+    not_http,
+    reason,
+)
 
 if TYPE_CHECKING:
     from ._http import Share
@@ -157,6 +167,7 @@ class _Loop:
         # The end of the current turn of waiting in its own epoll; whether
         # Trio had no task queued at the loop's last turn; who else woke.
         self._hold_until = -math.inf
+        self._offset = trio.current_time() - time.perf_counter()
         self._settled = False
         self._watch = _Woken(trio.lowlevel.current_task())
         self.held = 0
@@ -175,6 +186,7 @@ class _Loop:
         idle = self._idle
         deadlines = self._deadlines
         poll = self._poller.poll
+        clock = time.perf_counter
         now = trio.current_time()
         while True:
             if self._reconnect:
@@ -183,10 +195,12 @@ class _Loop:
                     self._connect(link, now)
             # Each idle link takes a request that is due; a link that fails
             # at once is back in idle, taken again next round at the latest.
+            due = share.due(now)
             for _ in range(len(idle)):
-                if share.due(now) > now:
+                if due > now:
                     break
                 self._start(idle.pop(), now)
+                due = share.due(now)
             until = math.inf
             while deadlines:
                 deadline, token, link = deadlines[0]
@@ -199,16 +213,16 @@ class _Loop:
                     until = deadline
                     break
             if idle:
-                due = share.due(now)
                 if due == math.inf and not self._busy:
                     return
-                until = min(until, due)
+                if due < until:
+                    until = due
             if now < self._hold_until:
                 self.held += 1
                 events = poll(max(min(until, self._hold_until) - now, 0.0))
             else:
                 events = await self._yield(until)
-            now = trio.current_time()
+            now = clock() + self._offset
             for fd, _ in events:
                 ready = self._open.get(fd)
                 if ready is None:  # closed earlier in this batch
@@ -225,6 +239,9 @@ class _Loop:
         self.yielded += 1
         with trio.CancelScope(deadline=until):
             await trio.lowlevel.wait_readable(self._poller)
+        # Between two turns of Trio's, its clock is the system's (or a mock
+        # clock that only jumps in Trio's turns): read it the short way.
+        self._offset = trio.current_time() - time.perf_counter()
         self._hold_until = self._may_hold_until()
         return self._poller.poll(0)
 
@@ -352,9 +369,9 @@ class _Loop:
         else:
             link.received = True
             try:
-                link.feed(data)
-            except RequestFailed as failure:
-                self._fail(link, failure, now)
+                link.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                self._fail(link, not_http(exc), now)
                 return
             if link.answered:
                 self._answered(link, now)
@@ -379,11 +396,16 @@ class _Loop:
         self._reconnect.append(link)
 
     def _answered(self, link: _Link, now: float) -> None:
+        share = self._share
         link.token = 0
         self._busy -= 1
-        self._share.answered(link.answered, link.began, now)
+        share.answered(link.answered, link.began, now)
         if not link.keep_alive:
             self._close(link)
+        elif share.due(now) <= now:
+            # At once, on the connection it has: no socket is opened mid-batch.
+            self._start(link, now)
+            return
         self._idle.append(link)
 
     def _fail(self, link: _Link, failure: RequestFailed | None, now: float) -> None:
