@@ -413,11 +413,12 @@ async def http_load(
         print(result.latency.p999)
 
     On Linux, plain HTTP goes through one epoll of the client's own, waited
-    on from a single task; while no other task of the run is runnable, due
+    on from a single task; while no other task of the run is runnable, woken
     or waiting for I/O, the client waits in that epoll rather than in
-    Trio's scheduler (for at most 5 ms at a time), which makes an answer a
-    system call instead of a scheduler round. HTTPS, and other systems, use
-    Trio's streams, a task per connection.
+    Trio's scheduler (until Trio's next deadline, for at most 20 ms at a
+    time), so that an answer costs a system call and a parse rather than a
+    round of the scheduler. HTTPS, and other systems, use Trio's streams, a
+    task per connection.
 
     Args:
       url: The URL to request.
