@@ -81,13 +81,8 @@ def client(request: pytest.FixtureRequest) -> str:
     return name
 
 
-async def http_load(
-    url: str,
-    client: str,
-    progress: Callable[[int, int], None] | None = None,
-    **options: Any,
-) -> loadtest.HttpLoadResult:
-    """``http_load(url, **options)``, on ``client`` rather than the automatic choice."""
+def plan_of(url: str, client: str, **options: Any) -> _http.Plan:
+    """The plan of ``http_load(url, **options)``, on ``client`` rather than auto."""
     arguments: dict[str, Any] = {
         "requests": 1000,
         "concurrency": 50,
@@ -97,8 +92,17 @@ async def http_load(
         "timeout": 10.0,
         **options,
     }
-    plan = _http.make_plan(url, client=client, **arguments)
-    return await _http.run_plan(plan, progress)
+    return _http.make_plan(url, client=client, **arguments)
+
+
+async def http_load(
+    url: str,
+    client: str,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> loadtest.HttpLoadResult:
+    """``http_load(url, **options)``, on ``client`` rather than the automatic choice."""
+    return await _http.run_plan(plan_of(url, client, **options), progress)
 
 
 async def load_mixed(path: str, client: str, **options: Any) -> loadtest.HttpLoadResult:
@@ -418,15 +422,7 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error(client: str) -> N
 
 def test_auto_picks_the_epoll_loop_for_plain_http_where_there_is_epoll() -> None:
     """``auto`` is the epoll loop for http:// (where it runs), streams for https://."""
-    plan = _http.make_plan(
-        "http://127.0.0.1:1/",
-        requests=1,
-        concurrency=1,
-        duration=None,
-        rate=None,
-        processes=1,
-        timeout=1.0,
-    )
+    plan = plan_of("http://127.0.0.1:1/", "auto")
     assert _http.client_for(plan) == ("epoll" if _epoll.available() else "streams")
     assert _http.client_for(attrs.evolve(plan, url="https://127.0.0.1:1/")) == (
         "streams"
@@ -476,16 +472,7 @@ async def drive_loop(
     url: str, **options: Any
 ) -> tuple[_http.Tally, _epoll.LoopStatistics]:
     """The epoll loop's tally and statistics of a load of ``url``."""
-    arguments: dict[str, Any] = {
-        "requests": 100,
-        "concurrency": 4,
-        "duration": None,
-        "rate": None,
-        "processes": 1,
-        "timeout": 10.0,
-        **options,
-    }
-    plan = _http.make_plan(url, client="epoll", **arguments)
+    plan = plan_of(url, "epoll", **{"requests": 100, "concurrency": 4, **options})
     tally = _http.Tally()
     share = _http.Share(plan, trio.current_time(), tally)
     statistics = await _epoll.drive_epoll(
