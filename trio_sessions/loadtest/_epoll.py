@@ -45,6 +45,7 @@ HOLD = 0.02
 _TRIO_READERS = 1
 # One read takes what the kernel has, up to this: a small answer in one call.
 _CHUNK = 65_536
+# The module imports everywhere (its available() says where it runs).
 _READ = select.EPOLLIN if hasattr(select, "EPOLLIN") else 1
 _WRITE = select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 4
 
