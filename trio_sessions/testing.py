@@ -61,8 +61,9 @@ def invariant_problems(manager: SessionManager, *, settled: bool = False) -> lis
     lowered), ``active`` is the number of registered sessions, capacity
     tokens are taken only by them (and by callers waiting on a guard),
     ``metadata_bytes`` is the sum over them, no key has more sessions than
-    its limit, and a controller's limit is within its floor and ceiling. With ``settled``: nothing is active, waiting,
-    registered or held (no token, no metadata byte).
+    its limit, and a controller's limit is within its floor and ceiling.
+    With ``settled``: nothing is active, waiting, registered or held (no
+    token, no metadata byte).
     """
     stats = manager.statistics()
     problems = statistics_problems(stats)
