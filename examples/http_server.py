@@ -97,6 +97,8 @@ async def main(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         inline=not args.spawned,
         guard=guard,
+        key=options.request_key(args.key),
+        priority=options.request_priority(args.priority_header),
     )
     return await serve(
         app, host=args.host, port=args.port, shutdown_timeout=config.shutdown_timeout

@@ -269,7 +269,8 @@ class SessionManager(Admission):
             durations=self._durations.summary(),
             wait_times=self._wait_times.summary(),
             limit_changes=self._limit_changes,
-            keys=MappingProxyType(keys),
+            # A fresh dict, so that attrs.asdict() (and JSON) reach its values.
+            keys=keys,
             other_keys=other_keys,
         )
 

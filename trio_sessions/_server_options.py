@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,6 +40,8 @@ __all__ = [
     "listen_tcp",
     "missing_extra",
     "open_signals",
+    "request_key",
+    "request_priority",
     "run",
     "session_config",
     "signal_name",
@@ -181,11 +183,59 @@ def add_session_options(
     return group
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 1, got {text}")
+    return value
+
+
+def _key_source(text: str) -> str:
+    if text == "client" or (text.startswith("header:") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError(f"must be 'client' or 'header:NAME', got {text!r}")
+
+
 def add_http_options(serving: argparse._ArgumentGroup) -> None:
     """The HTTP servers' own options (``trio-sessions serve``, the HTTP example)::
 
     add_http_options(add_session_options(parser, port=8000))
     """
+    serving.add_argument(
+        "--key",
+        type=_key_source,
+        default=None,
+        metavar="SOURCE",
+        help="what a request's key is, for --max-sessions-per-key and the "
+        "per-key statistics: 'client' (its address) or 'header:NAME' (a "
+        "request header, such as header:x-tenant); default: none",
+    )
+    serving.add_argument(
+        "--max-sessions-per-key",
+        type=count("--max-sessions-per-key", minimum=1),
+        default=None,
+        metavar="N",
+        help="requests of one key (see --key) served at once; default: no limit",
+    )
+    serving.add_argument(
+        "--reserved-share",
+        type=_share,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of --max-sessions kept for priority >= 1 (see "
+        "--priority-header), from 0 to below 1; default: 0",
+    )
+    serving.add_argument(
+        "--priority-header",
+        default=None,
+        metavar="NAME",
+        help="request header holding a request's priority, an integer (higher "
+        "first; a missing or malformed one is 0); only behind a proxy that "
+        "sets it; default: none",
+    )
     serving.add_argument(
         "--max-body-bytes",
         type=count("--max-body-bytes", minimum=0),
@@ -243,7 +293,59 @@ def session_config(args: argparse.Namespace) -> SessionConfig:
         wait_timeout=args.wait_timeout,
         request_timeout=args.request_timeout,
         shutdown_timeout=args.shutdown_timeout,
+        # The HTTP servers' (add_http_options): the others have no keys.
+        max_sessions_per_key=getattr(args, "max_sessions_per_key", None),
+        reserved_share=getattr(args, "reserved_share", 0.0),
     )
+
+
+def request_key(source: str | None) -> Callable[[Mapping[str, Any]], str | None] | None:
+    """The ``key=`` of :class:`~trio_sessions.asgi.SessionMiddleware` that ``--key``
+    describes: a request's client address, or one of its headers::
+
+        key = request_key("header:x-tenant")   # key(scope) -> "acme" or None
+    """
+    if source is None:
+        return None
+    if source == "client":
+
+        def client(scope: Mapping[str, Any]) -> str | None:
+            peer = scope.get("client")
+            return str(peer[0]) if peer else None
+
+        return client
+    return _header(source.removeprefix("header:"), str)
+
+
+def request_priority(header: str | None) -> Callable[[Mapping[str, Any]], int] | None:
+    """The ``priority=`` that ``--priority-header`` describes (0 unless an integer)."""
+    if header is None:
+        return None
+    read = _header(header, int)
+
+    def priority(scope: Mapping[str, Any]) -> int:
+        value = read(scope)
+        return 0 if value is None else value
+
+    return priority
+
+
+def _header(
+    name: str, parse: Callable[[str], _T]
+) -> Callable[[Mapping[str, Any]], _T | None]:
+    """A function of a scope: its header ``name``, parsed (None if absent or bad)."""
+    wanted = name.lower().encode("latin-1")
+
+    def read(scope: Mapping[str, Any]) -> _T | None:
+        for field, value in scope.get("headers", ()):
+            if field.lower() == wanted:
+                try:
+                    return parse(value.decode("latin-1").strip())
+                except ValueError:
+                    return None
+        return None
+
+    return read
 
 
 def missing_extra(prog: str, error: ImportError, extra: str = "servers") -> int:

@@ -14,6 +14,7 @@ Needs ``pip install trio-sessions[servers]`` (hypercorn, prometheus-client).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,6 +45,8 @@ def build_app(
     use_middleware: bool = True,
     guard: AdmissionGuard | None = None,
     inline: bool = True,
+    key: Callable[[Scope], str | None] | None = None,
+    priority: Callable[[Scope], int] | None = None,
 ) -> ASGIApp:
     """Return the demo app, wrapped in :class:`~trio_sessions.asgi.SessionMiddleware`.
 
@@ -53,7 +56,8 @@ def build_app(
     ``/metrics`` and ``/healthz`` run outside any session.
     ``use_middleware=False`` returns the bare app, the baseline of the
     benchmarks; ``inline=False`` runs each request's session in a task of its
-    own (see :class:`~trio_sessions.asgi.SessionMiddleware`)::
+    own, and ``key`` and ``priority`` classify the requests (see
+    :class:`~trio_sessions.asgi.SessionMiddleware`)::
 
         app = build_app(SessionConfig(max_sessions=10), max_body_bytes=65536)
     """
@@ -119,6 +123,8 @@ def build_app(
         exclude_paths={"/metrics", "/healthz"},
         guard=guard,
         inline=inline,
+        key=key,
+        priority=priority,
     )
     collector.add("http", middleware)
     if isinstance(guard, FleetSource):

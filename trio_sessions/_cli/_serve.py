@@ -16,6 +16,8 @@ from .._server_options import (
     add_http_options,
     add_session_options,
     missing_extra,
+    request_key,
+    request_priority,
     session_config,
 )
 from .._server_options import run as run_server
@@ -69,7 +71,13 @@ async def _serve(args: argparse.Namespace) -> int:
     from ..demo import build_app, serve
 
     config = session_config(args)
-    app = build_app(config, max_body_bytes=args.max_body_bytes, inline=not args.spawned)
+    app = build_app(
+        config,
+        max_body_bytes=args.max_body_bytes,
+        inline=not args.spawned,
+        key=request_key(args.key),
+        priority=request_priority(args.priority_header),
+    )
     return await serve(
         app, host=args.host, port=args.port, shutdown_timeout=config.shutdown_timeout
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, final
 
@@ -31,6 +33,8 @@ from ._request_metadata import fit_metadata
 from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["SessionMiddleware"]
+
+logger = logging.getLogger("trio_sessions")
 
 _SUCCESS = Outcome.SUCCESS
 # Outcomes of an inline session that the middleware answers for: the app's own
@@ -114,7 +118,15 @@ class SessionMiddleware:
       config: Configuration of the manager the lifespan opens.
       manager: An already open manager to use instead; the lifespan then
         neither opens nor shuts it down (its owner does).
-      retry_after: Seconds sent in the ``Retry-After`` header of capacity refusals.
+      retry_after: Seconds sent in the ``Retry-After`` header of every
+        refusal; ``None`` (the default) sends the manager's estimate,
+        :attr:`CapacityError.retry_after <trio_sessions.CapacityError.retry_after>`,
+        in whole seconds, at least 1 (RFC 9110), and 1 for a refusal without one.
+      key: A function of the request's scope returning its ``key=`` (a
+        tenant, a client address) or ``None``, for ``max_sessions_per_key``,
+        ``key_limits`` and the per-key statistics.
+      priority: A function of the request's scope returning its
+        ``priority=``, an int (higher first; see ``reserved_share``).
       max_body_bytes: Largest request body accepted, or ``None`` for no limit.
       exclude_paths: Paths served without a session, each with everything
         below it (see above).
@@ -134,6 +146,7 @@ class SessionMiddleware:
     Raises:
       TypeError: if both ``manager`` and a configuration are given, or for an
         unknown configuration field.
+      TypeError: if ``key`` or ``priority`` is given and not callable.
       ValueError: for an invalid ``retry_after``, ``max_body_bytes``,
         ``disconnect_watch`` or ``exclude_paths`` entry.
     """
@@ -144,12 +157,14 @@ class SessionMiddleware:
         config: SessionConfig | None = None,
         *,
         manager: SessionManager | None = None,
-        retry_after: int = 1,
+        retry_after: int | None = None,
         max_body_bytes: int | None = 1_048_576,
         exclude_paths: Iterable[str] = (),
         guard: AdmissionGuard | None = None,
         inline: bool = True,
         disconnect_watch: float | None = 1.0,
+        key: Callable[[Scope], str | None] | None = None,
+        priority: Callable[[Scope], int] | None = None,
         **overrides: Any,
     ) -> None:
         if manager is not None and (config is not None or overrides):
@@ -162,14 +177,24 @@ class SessionMiddleware:
         config = (
             manager.config if manager is not None else resolve_config(config, overrides)
         )
-        check_count(retry_after, "retry_after")
+        check_count(retry_after, "retry_after", optional=True)
+        for name, function in (("key", key), ("priority", priority)):
+            if function is not None and not callable(function):
+                raise TypeError(
+                    f"{name} must be a function of the request's scope, "
+                    f"not {type(function).__name__}"
+                )
+        self._key = key
+        self._priority = priority
         check_count(max_body_bytes, "max_body_bytes", optional=True)
         self.app = app
         self.config: SessionConfig = config
         self._owns_manager = manager is None
         self._guard = guard
         self._manager: SessionManager | None = manager
-        self._retry_after = str(retry_after).encode("ascii")
+        self._retry_after = (
+            None if retry_after is None else str(retry_after).encode("ascii")
+        )
         self._max_body_bytes = max_body_bytes
         self._exclude_exact, self._exclude_prefixes = _exclusions(exclude_paths)
         self._metadata_limit = config.max_session_metadata_bytes
@@ -295,12 +320,33 @@ class SessionMiddleware:
         if limit is not None and _declared_length(scope) > limit:
             await self._reply(send, 413, b"Request body too large\n")
             return
+        key: str | None = None
+        priority = 0
+        if self._key is not None or self._priority is not None:
+            try:
+                key, priority = self._classify(scope)
+            except Exception:
+                # The user's function is broken: the request is answered, and
+                # nothing was taken for it.
+                logger.exception("trio_sessions: key= or priority= failed")
+                await self._reply(send, 500, b"Internal Server Error\n")
+                return
         exchange = Exchange(self, receive, send, limit)
         metadata = self._metadata(scope)
         if self._inline:
-            await self._serve_inline(manager, scope, exchange, metadata)
+            await self._serve_inline(manager, scope, exchange, metadata, key, priority)
         else:
-            await self._serve_spawned(manager, scope, exchange, metadata)
+            await self._serve_spawned(manager, scope, exchange, metadata, key, priority)
+
+    def _classify(self, scope: Scope) -> tuple[str | None, int]:
+        """The request's key and priority, from the functions given; checked."""
+        key = None if self._key is None else self._key(scope)
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key= returned {key!r}, not a str or None")
+        priority = 0 if self._priority is None else self._priority(scope)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority= returned {priority!r}, not an int")
+        return key, priority
 
     async def _serve_inline(
         self,
@@ -308,14 +354,18 @@ class SessionMiddleware:
         scope: Scope,
         exchange: Exchange,
         metadata: MeasuredMetadata | dict[str, str] | None,
+        key: str | None,
+        priority: int,
     ) -> None:
         """The request as an inline session: the app runs in this, the server's task."""
         while True:
             # Admission that cannot wait needs no checkpoint of its own: the
             # app's first step, or the server's after it, is one anyway. The
             # block is made directly, for the metadata is measured already.
-            wait = manager._can_wait and manager._may_wait()
-            block = SessionBlock(manager, metadata, CONFIG_DEFAULT, None, wait)
+            wait = manager._can_wait and manager._may_wait(key, priority)
+            block = SessionBlock(
+                manager, metadata, CONFIG_DEFAULT, None, wait, key, priority
+            )
             session: Session[None] | None = None
             try:
                 async with block as session:
@@ -397,6 +447,8 @@ class SessionMiddleware:
         scope: Scope,
         exchange: Exchange,
         metadata: MeasuredMetadata | Mapping[str, str] | None,
+        key: str | None,
+        priority: int,
     ) -> None:
         """The request as a session in a task of its own; this task pumps for it."""
         # Admission that cannot wait needs no checkpoint of its own: reading
@@ -406,13 +458,23 @@ class SessionMiddleware:
             metadata = metadata.mapping  # the public API measures it again
         while True:
             try:
-                if nowait or not manager._may_wait():
+                if nowait or not manager._may_wait(key, priority):
                     session = manager.start_session_nowait(
-                        self._run_app, scope, exchange, metadata=metadata
+                        self._run_app,
+                        scope,
+                        exchange,
+                        metadata=metadata,
+                        key=key,
+                        priority=priority,
                     )
                 else:
                     session = await manager.start_session(
-                        self._run_app, scope, exchange, metadata=metadata
+                        self._run_app,
+                        scope,
+                        exchange,
+                        metadata=metadata,
+                        key=key,
+                        priority=priority,
                     )
                 break
             except RejectedError as exc:
@@ -452,7 +514,7 @@ class SessionMiddleware:
                 send,
                 503,
                 b"Maximum concurrent sessions reached\n",
-                [(b"retry-after", self._retry_after)],
+                [(b"retry-after", self._retry_after_of(exc))],
             )
         elif isinstance(exc, ShuttingDownError):
             self._draining = True
@@ -470,9 +532,19 @@ class SessionMiddleware:
                 send,
                 503,
                 f"Service unavailable ({exc.reason})\n".encode(),
-                [(b"retry-after", self._retry_after)],
+                [(b"retry-after", self._retry_after_of(exc))],
             )
         return True
+
+    def _retry_after_of(self, refusal: RejectedError) -> bytes:
+        """The ``Retry-After`` of a refusal: the fixed one, or whole seconds of
+        the manager's estimate (at least 1, as RFC 9110 counts), or 1."""
+        if self._retry_after is not None:
+            return self._retry_after
+        estimate = getattr(refusal, "retry_after", None)
+        if estimate is None:
+            return b"1"
+        return str(max(1, math.ceil(estimate))).encode("ascii")
 
     async def _answer_ending(
         self, exchange: Exchange, exc: SessionTimeout | SessionCancelled
