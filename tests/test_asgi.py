@@ -397,6 +397,26 @@ async def test_client_disconnect_cancels_session_and_frees_slot(
         assert (await request(middleware)).status == 200
 
 
+def test_request_metadata_for_any_client_form() -> None:
+    """No client, a list or a tuple: the same metadata; the formatted are bounded."""
+    middleware = _Middleware(hello)
+    for client, peer in [(None, ""), (["h", 1], "h:1"), (("h", 1), "h:1")]:
+        for _ in range(2):  # made, then found again
+            metadata = middleware._metadata(
+                {"method": "GET", "path": "/", "client": client}
+            )
+            assert isinstance(metadata, MeasuredMetadata)
+            assert dict(metadata.mapping) == {
+                "method": "GET",
+                "path": "/",
+                "client": peer,
+            }
+            assert metadata.size == compact_size(dict(metadata.mapping))
+    for port in range(3000):
+        middleware._metadata({"method": "GET", "path": "/", "client": ("h", port)})
+    assert 0 < len(middleware._peers) <= 1024
+
+
 # Mostly the characters JSON writes as themselves, and the few it escapes.
 REQUEST_TEXT = st.text(
     st.one_of(st.sampled_from('"\\\x00\x1f\x7f\u00e9\u2028\ud800'), st.characters()),
@@ -524,7 +544,8 @@ def test_bad_mode_options_are_refused_by_name(
 ) -> None:
     """A wrong inline or disconnect_watch is refused at construction, by name."""
     with pytest.raises(error, match=option):
-        _Middleware(hello, **{option: value})
+        given: dict[str, Any] = {option: value}
+        _Middleware(hello, **given)
 
 
 def partial_request(app: Any, **kwargs: Any) -> Any:
@@ -870,6 +891,7 @@ def test_constructor_validates_its_arguments() -> None:
         SessionMiddleware(app, retry_after=-1)
     with pytest.raises(TypeError, match="retry_after"):
         SessionMiddleware(app, retry_after=1.5)  # type: ignore[arg-type]
+    assert SessionMiddleware(app, retry_after=None)._retry_after is None
     with pytest.raises(ValueError, match="max_body_bytes"):
         SessionMiddleware(app, max_body_bytes=-1)
     with pytest.raises(ValueError, match="max_sessions"):
@@ -949,6 +971,186 @@ async def test_starlette_app_behind_the_middleware(
             assert (await client.get("/slow")).status_code == 504
         assert counts(middleware) == totals(created=3, succeeded=2, timed_out=1)
     assert lifespan_events == ["startup", "shutdown"]
+
+
+# ------------------------------------- keys, priorities and Retry-After from data
+
+
+def routed_app(seconds: dict[str, float]) -> Any:
+    """An app that takes ``seconds[path]`` (0 if absent) to answer each path."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await trio.sleep(seconds.get(scope["path"], 0))
+        await respond(send)
+
+    return app
+
+
+# (More of them, in both modes, in tests/test_asgi_sharing.py.)
+
+
+async def test_priority_function_orders_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Queued requests are admitted by priority, then in arrival order."""
+    middleware = SessionMiddleware(
+        routed_app({"/hold": 1, "/low": 1, "/high": 1}),
+        max_sessions=1,
+        max_waiting=2,
+        priority=lambda scope: 5 if scope["path"] == "/high" else 0,
+    )
+    answered: dict[str, float] = {}
+
+    async def get(path: str, at: float) -> None:
+        await trio.sleep(at)
+        assert (await request(middleware, path)).status == 200
+        answered[path] = trio.current_time()
+
+    async with serving(middleware), trio.open_nursery() as nursery:
+        nursery.start_soon(get, "/hold", 0)
+        nursery.start_soon(get, "/low", 0.1)
+        nursery.start_soon(get, "/high", 0.2)
+    # The slot frees at 1 s: /high, which came last, goes first.
+    assert answered == {"/hold": 1, "/high": 2, "/low": 3}
+
+
+async def refused_after_one(
+    middleware: SessionMiddleware, seconds: float, slots: int
+) -> Response:
+    """Run one request of ``seconds``, fill the ``slots``, and return a refusal."""
+    async with serving(middleware), trio.open_nursery() as nursery:
+        assert (await request(middleware, "/quick")).status == 200
+        assert trio.current_time() == seconds
+        for _ in range(slots):
+            nursery.start_soon(request, middleware, "/hold")
+        await trio.testing.wait_all_tasks_blocked()
+        response = await request(middleware)
+        assert response.status == 503
+        nursery.cancel_scope.cancel()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("seconds", "slots", "retry_after"),
+    [(2.5, 1, b"3"), (3.0, 2, b"2"), (0.4, 1, b"1")],
+)
+async def test_retry_after_is_the_estimate_in_whole_seconds(
+    seconds: float,
+    slots: int,
+    retry_after: bytes,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Retry-After is the refusal's estimate rounded up to seconds, at least 1.
+
+    A slot frees about every ``run time / max_sessions`` seconds: 2.5 s
+    rounds up to 3, 3 s over two slots is 1.5 and rounds up to 2, and 0.4 s
+    is sent as 1 (RFC 9110 counts whole seconds).
+    """
+    middleware = SessionMiddleware(
+        routed_app({"/quick": seconds, "/hold": 100}), max_sessions=slots
+    )
+    response = await refused_after_one(middleware, seconds, slots)
+    assert response.headers[b"retry-after"] == retry_after
+
+
+async def test_retry_after_of_a_full_key_is_its_run_time_over_its_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A key at its limit of 2 with 5 s sessions: a slot of it frees in 2.5 s."""
+    middleware = SessionMiddleware(
+        routed_app({"/quick": 5, "/hold": 100}),
+        max_sessions=10,
+        max_sessions_per_key=2,
+        key=lambda scope: "tenant",
+    )
+    response = await refused_after_one(middleware, 5, 2)
+    assert response.headers[b"retry-after"] == b"3"
+    assert counts(middleware)["rejections"] == {"key_capacity": 1}
+
+
+def failing(error: Exception) -> Callable[[Scope], Any]:
+    def function(scope: Scope) -> Any:
+        raise error
+
+    return function
+
+
+@pytest.mark.parametrize(
+    ("option", "function", "logged"),
+    [
+        ("key", failing(KeyError("x-tenant")), "the key function raised"),
+        ("key", lambda scope: 42, "the key function returned int (42), not a str"),
+        ("priority", failing(ValueError("no")), "the priority function raised"),
+        ("priority", lambda scope: True, "returned bool (True), not an int"),
+    ],
+)
+async def test_a_failing_key_or_priority_is_logged_by_name(
+    option: str,
+    function: Callable[[Scope], Any],
+    logged: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log says which function failed, how, and for which request.
+
+    (tests/test_asgi_sharing.py checks the 500 and that nothing is taken.)
+    """
+    given: dict[str, Any] = {option: function}
+    middleware = SessionMiddleware(hello, max_sessions=1, **given)
+    async with serving(middleware):
+        with caplog.at_level(logging.ERROR, logger="trio_sessions.asgi"):
+            response = await request(middleware, "/items")
+        assert (response.status, response.body) == (500, b"Internal Server Error\n")
+        assert counts(middleware) == totals()
+        assert middleware.manager.statistics().rejected == 0
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged in record.getMessage()
+    assert "GET /items" in record.getMessage()
+    assert bool(record.exc_info) == logged.endswith("raised")
+
+
+async def test_starlette_tenants_by_header_each_get_their_share(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Over a real client, a tenant at its limit gets 503 while another is served."""
+
+    async def slow(request: Request) -> JSONResponse:
+        await trio.sleep(3)
+        return JSONResponse({"tenant": request.headers["x-tenant"]})
+
+    def tenant(scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"x-tenant":
+                return str(value.decode("latin-1"))
+        return None
+
+    starlette = Starlette(routes=[Route("/slow", slow)])
+    middleware = SessionMiddleware(
+        starlette, max_sessions=10, max_sessions_per_key=1, key=tenant
+    )
+    results: dict[str, tuple[int, float]] = {}
+
+    async with serving(middleware):
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t"
+        ) as client:
+
+            async def get(name: str, who: str, at: float) -> None:
+                await trio.sleep(at)
+                response = await client.get("/slow", headers={"x-tenant": who})
+                results[name] = (response.status_code, trio.current_time())
+                if response.status_code == 503:
+                    assert response.headers["retry-after"] == "1"
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(get, "a1", "a", 0)
+                nursery.start_soon(get, "a2", "a", 1)
+                nursery.start_soon(get, "b1", "b", 1)
+    assert results == {"a1": (200, 3), "a2": (503, 1), "b1": (200, 4)}
+    stats = middleware.manager.statistics()
+    assert stats.rejections["key_capacity"] == 1
+    assert (stats.keys["a"].rejected, stats.keys["b"].rejected) == (1, 0)
 
 
 class _Unavailable(ts.AdmissionGuard):
@@ -1159,6 +1361,15 @@ async def test_exclude_paths_match_as_a_mount_does(path: str, excluded: bool) ->
     async with serving(middleware):
         assert (await request(middleware, path)).status == 200
         assert middleware.manager.statistics().created == (0 if excluded else 1)
+
+
+async def test_excluding_the_root_excludes_every_path() -> None:
+    """``exclude_paths=["/"]`` serves every request outside any session."""
+    middleware = SessionMiddleware(hello, exclude_paths=["/"])
+    async with serving(middleware):
+        for path in ("/", "/a", "/a/b"):
+            assert (await request(middleware, path)).status == 200
+        assert middleware.manager.statistics().created == 0
 
 
 def test_exclude_paths_are_validated() -> None:

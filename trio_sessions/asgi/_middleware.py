@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from json.encoder import encode_basestring
 from types import MappingProxyType
 from typing import Any, final
 
@@ -34,7 +35,7 @@ from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["SessionMiddleware"]
 
-logger = logging.getLogger("trio_sessions")
+logger = logging.getLogger("trio_sessions.asgi")
 
 _SUCCESS = Outcome.SUCCESS
 # Outcomes of an inline session that the middleware answers for: the app's own
@@ -42,6 +43,11 @@ _SUCCESS = Outcome.SUCCESS
 _ANSWERED = frozenset({Outcome.SUCCESS, Outcome.ERROR})
 # The bytes of {"method":"","path":"","client":""}: the metadata without its text.
 _METADATA_FRAME = metadata_size({"method": "", "path": "", "client": ""})
+# Client addresses formatted, at most this many kept (see _peer).
+_PEERS_KEPT = 1024
+# The JSON text of a str, with its quotes, as json.dumps(ensure_ascii=False)
+# writes it (in C).
+_escaped: Callable[[str], str] = encode_basestring
 
 
 @final
@@ -118,15 +124,11 @@ class SessionMiddleware:
       config: Configuration of the manager the lifespan opens.
       manager: An already open manager to use instead; the lifespan then
         neither opens nor shuts it down (its owner does).
-      retry_after: Seconds sent in the ``Retry-After`` header of every
-        refusal; ``None`` (the default) sends the manager's estimate,
-        :attr:`CapacityError.retry_after <trio_sessions.CapacityError.retry_after>`,
-        in whole seconds, at least 1 (RFC 9110), and 1 for a refusal without one.
-      key: A function of the request's scope returning its ``key=`` (a
-        tenant, a client address) or ``None``, for ``max_sessions_per_key``,
-        ``key_limits`` and the per-key statistics.
-      priority: A function of the request's scope returning its
-        ``priority=``, an int (higher first; see ``reserved_share``).
+      retry_after: Seconds to send in every ``Retry-After`` header, instead
+        of the manager's estimate; ``None`` (the default) sends the estimate of
+        each capacity refusal (:attr:`CapacityError.retry_after
+        <trio_sessions.CapacityError.retry_after>`, rounded up to whole
+        seconds, at least 1) and 1 for a guard's refusal that has none.
       max_body_bytes: Largest request body accepted, or ``None`` for no limit.
       exclude_paths: Paths served without a session, each with everything
         below it (see above).
@@ -141,12 +143,22 @@ class SessionMiddleware:
         gets a watcher task that cancels its session if the client leaves
         (an app reading its ``receive`` sees that at once anyway); ``None``
         for no watch. See :doc:`/howto/asgi`.
+      key: A function of the request's ASGI scope returning the key whose
+        limit the request counts against (``max_sessions_per_key``,
+        ``key_limits``), such as the client address or a tenant header, or
+        ``None`` for no key; refusals because the key is full are ``503`` with
+        ``Retry-After``, counted under ``"key_capacity"``.
+      priority: A function of the scope returning the request's priority, an
+        ``int`` (higher is admitted first; ``reserved_priority`` and above may
+        use the ``reserved_share``). Should ``key`` or ``priority`` raise, or
+        return the wrong type, the request is answered ``500`` (and logged)
+        before admission: no slot is taken and nothing is counted.
       **overrides: :class:`SessionConfig` fields, as for :func:`open_session_manager`.
 
     Raises:
       TypeError: if both ``manager`` and a configuration are given, or for an
         unknown configuration field.
-      TypeError: if ``key`` or ``priority`` is given and not callable.
+      TypeError: for a ``key`` or ``priority`` that is not callable.
       ValueError: for an invalid ``retry_after``, ``max_body_bytes``,
         ``disconnect_watch`` or ``exclude_paths`` entry.
     """
@@ -181,11 +193,9 @@ class SessionMiddleware:
         for name, function in (("key", key), ("priority", priority)):
             if function is not None and not callable(function):
                 raise TypeError(
-                    f"{name} must be a function of the request's scope, "
-                    f"not {type(function).__name__}"
+                    f"{name} must be a function of the request's scope, or None, "
+                    f"not {type(function).__name__} ({function!r})"
                 )
-        self._key = key
-        self._priority = priority
         check_count(max_body_bytes, "max_body_bytes", optional=True)
         self.app = app
         self.config: SessionConfig = config
@@ -195,17 +205,24 @@ class SessionMiddleware:
         self._retry_after = (
             None if retry_after is None else str(retry_after).encode("ascii")
         )
+        self._key = key
+        self._priority = priority
+        # Whether a request needs either function: one test on the hot path.
+        self._routed = key is not None or priority is not None
         self._max_body_bytes = max_body_bytes
-        self._exclude_exact, self._exclude_prefixes = _exclusions(exclude_paths)
+        self._exclude_bases = _exclusions(exclude_paths)
         self._metadata_limit = config.max_session_metadata_bytes
+        # Client address -> (host:port, its bytes in JSON), as _peer made them.
+        self._peers: dict[Any, tuple[str, int]] = {}
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be a bool, not {type(inline).__name__}")
         self._inline = inline
         self._disconnect_watch = check_seconds(
             disconnect_watch, "disconnect_watch", optional=True
         )
-        # Inline requests in order of watch_at, and whether a task watches them.
-        self._lingering: deque[Exchange] = deque()
+        # Inline requests running, in order of start, each with when the
+        # watch looks at it; and whether a task watches them.
+        self._live: dict[Exchange, float] = {}
         self._watching = False
         self._draining = False
         self._shutdown_report: ShutdownReport | None = None
@@ -283,19 +300,86 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (``http``, ``lifespan`` or anything else)."""
-        kind = scope["type"]
-        if kind == "http" and not (
-            # Every exclusion has a prefix: no exclusions cost one test.
-            self._exclude_prefixes and self._excluded(scope["path"])
-        ):
-            await self._http(scope, receive, send)
-        elif kind == "lifespan" and self._owns_manager:
+        # The whole way of an ordinary request is in this one frame: every
+        # coroutine between the server and the app costs at its creation and
+        # again each time the request's task resumes.
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
+            return
+        # One test for most requests: only a path that starts like an
+        # excluded one is looked at again.
+        bases = self._exclude_bases
+        if bases and scope["path"].startswith(bases) and _under(scope["path"], bases):
+            await self.app(scope, receive, send)
+            return
+        manager = self._manager
+        if manager is None:
+            manager = self.manager  # raises, saying why
+        limit = self._max_body_bytes
+        if limit is not None:
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    if _length(value) > limit:
+                        await self._reply(send, 413, b"Request body too large\n")
+                        return
+                    break
+        key: str | None = None
+        priority = 0
+        if self._routed:
+            route = self._route(scope)
+            if route is None:
+                await self._reply(send, 500, b"Internal Server Error\n")
+                return
+            key, priority = route
+        exchange = Exchange(self, manager._drain, receive, send)
+        metadata = self._metadata(scope)
+        if not self._inline:
+            await self._serve_spawned(manager, scope, exchange, metadata, key, priority)
+            return
+        # The request as an inline session: the app runs in this, the
+        # server's task.
+        watch = self._disconnect_watch
+        while True:
+            # Admission that cannot wait needs no checkpoint of its own: the
+            # app's first step, or the server's after it, is one anyway. The
+            # block is made directly, for the metadata is measured already.
+            wait = manager._can_wait and manager._may_wait(key, priority)
+            block = SessionBlock(
+                manager, metadata, CONFIG_DEFAULT, None, wait, key, priority
+            )
+            session: Session[None] | None = None
+            try:
+                async with block as session:
+                    exchange.session = session
+                    if watch is not None:
+                        # Registered in order of start, so in order of when
+                        # the watch looks at them; gone again at the end.
+                        self._live[exchange] = session._started_at + watch
+                        if not self._watching:
+                            self._start_watch(manager)
+                    await self.app(scope, exchange.receive, exchange.send)
+                return
+            except RejectedError as exc:
+                if session is not None:
+                    raise  # the app's own
+                if await self._refused(exchange, exc, metadata):
+                    return
+                metadata = None  # retry without it: see _refused
+            except (SessionTimeout, SessionCancelled) as exc:
+                if session is None or session.outcome in _ANSWERED:
+                    raise  # the app's own (the outcome says who ended it)
+                await self._answer_ending(exchange, exc)
+                return
+            finally:
+                if session is not None and watch is not None:
+                    # Unless the watch has let it go (a watcher pumps for it).
+                    self._live.pop(exchange, None)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._owns_manager:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-    def _excluded(self, path: str) -> bool:
-        return path in self._exclude_exact or path.startswith(self._exclude_prefixes)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         _require_trio()
@@ -314,84 +398,6 @@ class SessionMiddleware:
         self._draining = False
         self._shutdown_report = None
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        manager = self.manager
-        limit = self._max_body_bytes
-        if limit is not None and _declared_length(scope) > limit:
-            await self._reply(send, 413, b"Request body too large\n")
-            return
-        key: str | None = None
-        priority = 0
-        if self._key is not None or self._priority is not None:
-            try:
-                key, priority = self._classify(scope)
-            except Exception:
-                # The user's function is broken: the request is answered, and
-                # nothing was taken for it.
-                logger.exception("trio_sessions: key= or priority= failed")
-                await self._reply(send, 500, b"Internal Server Error\n")
-                return
-        exchange = Exchange(self, receive, send, limit)
-        metadata = self._metadata(scope)
-        if self._inline:
-            await self._serve_inline(manager, scope, exchange, metadata, key, priority)
-        else:
-            await self._serve_spawned(manager, scope, exchange, metadata, key, priority)
-
-    def _classify(self, scope: Scope) -> tuple[str | None, int]:
-        """The request's key and priority, from the functions given; checked."""
-        key = None if self._key is None else self._key(scope)
-        if key is not None and not isinstance(key, str):
-            raise TypeError(f"key= returned {key!r}, not a str or None")
-        priority = 0 if self._priority is None else self._priority(scope)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority= returned {priority!r}, not an int")
-        return key, priority
-
-    async def _serve_inline(
-        self,
-        manager: SessionManager,
-        scope: Scope,
-        exchange: Exchange,
-        metadata: MeasuredMetadata | dict[str, str] | None,
-        key: str | None,
-        priority: int,
-    ) -> None:
-        """The request as an inline session: the app runs in this, the server's task."""
-        while True:
-            # Admission that cannot wait needs no checkpoint of its own: the
-            # app's first step, or the server's after it, is one anyway. The
-            # block is made directly, for the metadata is measured already.
-            wait = manager._can_wait and manager._may_wait(key, priority)
-            block = SessionBlock(
-                manager, metadata, CONFIG_DEFAULT, None, wait, key, priority
-            )
-            session: Session[None] | None = None
-            try:
-                async with block as session:
-                    exchange.session = session
-                    exchange.over = False  # again, if admission was retried
-                    if self._disconnect_watch is not None:
-                        exchange.watch_at = session._started_at + self._disconnect_watch
-                        self._lingering.append(exchange)
-                        if not self._watching:
-                            self._start_watch(manager)
-                    await self.app(scope, exchange.receive, exchange.send)
-                return
-            except RejectedError as exc:
-                if session is not None:
-                    raise  # the app's own
-                if await self._refused(exchange, exc, metadata):
-                    return
-                metadata = None  # retry without it: see _refused
-            except (SessionTimeout, SessionCancelled) as exc:
-                if session is None or session.outcome in _ANSWERED:
-                    raise  # the app's own (the outcome says who ended it)
-                await self._answer_ending(exchange, exc)
-                return
-            finally:
-                exchange.over = True
-
     def _start_watch(self, manager: SessionManager) -> None:
         self._watching = True
         scope = trio.CancelScope()
@@ -408,34 +414,33 @@ class SessionMiddleware:
         ``disconnect_watch`` seconds old: one whose app is not reading the
         server then gets a task that does, so that a client leaving cancels
         its session as in the spawned mode. Quick requests never cost a
-        task. This task sleeps until the next request is due, and ends after
-        ``disconnect_watch`` seconds with nothing to watch (or with the drain).
+        task, and are forgotten as they end. This task sleeps until the next
+        request is due, and ends after ``disconnect_watch`` seconds with
+        nothing to watch (or with the drain).
         """
         after = self._disconnect_watch
         assert after is not None
-        lingering = self._lingering
+        live = self._live
         try:
             with scope:
                 while True:
-                    while lingering and lingering[0].over:
-                        lingering.popleft()
-                    if not lingering:
+                    if not live:
                         await trio.sleep(after)
-                        if not lingering:
+                        if not live:
                             return
                         continue
-                    oldest = lingering[0]
+                    # The oldest: a dict keeps the order of insertion.
+                    oldest, due = next(iter(live.items()))
                     now = trio.current_time()
-                    if now < oldest.watch_at:
-                        await trio.sleep_until(oldest.watch_at)
+                    if now < due:
+                        await trio.sleep_until(due)
                         continue
-                    lingering.popleft()
+                    del live[oldest]
                     if oldest.reading:
                         # Its app is reading the server, so it sees a
-                        # disconnect itself; look again later (the deque
-                        # stays in order of watch_at).
-                        oldest.watch_at = now + after
-                        lingering.append(oldest)
+                        # disconnect itself; look again later (at the end,
+                        # which keeps the order of when each is due).
+                        live[oldest] = now + after
                     else:
                         oldest.watch(manager._spawn)
         finally:
@@ -508,13 +513,16 @@ class SessionMiddleware:
         metadata (it is shortened to the per-session limit); a request is
         worth more than its bookkeeping, so it runs without metadata.
         """
-        send = exchange.send_to_server
+        send = exchange.server_send
         if isinstance(exc, CapacityError):
+            # This manager's capacity, the request's key's, or the fleet's.
+            body = (
+                b"Maximum concurrent sessions for this key reached\n"
+                if exc.reason == "key_capacity"
+                else b"Maximum concurrent sessions reached\n"
+            )
             await self._reply(
-                send,
-                503,
-                b"Maximum concurrent sessions reached\n",
-                [(b"retry-after", self._retry_after_of(exc))],
+                send, 503, body, [(b"retry-after", self._retry_after_for(exc))]
             )
         elif isinstance(exc, ShuttingDownError):
             self._draining = True
@@ -532,19 +540,49 @@ class SessionMiddleware:
                 send,
                 503,
                 f"Service unavailable ({exc.reason})\n".encode(),
-                [(b"retry-after", self._retry_after_of(exc))],
+                [(b"retry-after", self._retry_after_for(exc))],
             )
         return True
 
-    def _retry_after_of(self, refusal: RejectedError) -> bytes:
-        """The ``Retry-After`` of a refusal: the fixed one, or whole seconds of
-        the manager's estimate (at least 1, as RFC 9110 counts), or 1."""
+    def _retry_after_for(self, exc: RejectedError) -> bytes:
+        """The ``Retry-After`` of a refusal: whole seconds (RFC 9110), at least 1.
+
+        The fixed ``retry_after`` if one was given; else the refusal's own
+        estimate, rounded up; 1 for a refusal without one.
+        """
         if self._retry_after is not None:
             return self._retry_after
-        estimate = getattr(refusal, "retry_after", None)
-        if estimate is None:
+        seconds = exc.retry_after if isinstance(exc, CapacityError) else None
+        if seconds is None or not math.isfinite(seconds) or seconds <= 1:
             return b"1"
-        return str(max(1, math.ceil(estimate))).encode("ascii")
+        return str(math.ceil(seconds)).encode("ascii")
+
+    def _route(self, scope: Scope) -> tuple[str | None, int] | None:
+        """The request's key and priority, from the functions given for them.
+
+        None if one of them raised or returned the wrong type, which is logged
+        here; the caller answers 500 before anything is admitted.
+        """
+        key: str | None = None
+        priority = 0
+        asking = "key"
+        try:
+            if self._key is not None:
+                key = self._key(scope)
+                if key is not None and not isinstance(key, str):
+                    raise _Wrong(_wrong(key, "a str or None"))
+            asking = "priority"
+            if self._priority is not None:
+                priority = self._priority(scope)
+                if isinstance(priority, bool) or not isinstance(priority, int):
+                    raise _Wrong(_wrong(priority, "an int"))
+        except _Wrong as wrong:
+            _route_failed(asking, scope, str(wrong))
+            return None
+        except Exception:
+            _route_failed(asking, scope, "raised")
+            return None
+        return key, priority
 
     async def _answer_ending(
         self, exchange: Exchange, exc: SessionTimeout | SessionCancelled
@@ -553,12 +591,12 @@ class SessionMiddleware:
 
         Once the response has started, the server shows it cut short.
         """
-        if exchange.started or exchange.disconnected:
+        if exchange.started or exchange.ended_by == "disconnect":
             return  # too late to answer, or nobody left to answer
-        send = exchange.send_to_server
+        send = exchange.server_send
         if isinstance(exc, SessionTimeout):
             await self._reply(send, 504, b"Request timed out\n")
-        elif exchange.too_large:
+        elif exchange.ended_by == "too_large":
             await self._reply(send, 413, b"Request body too large\n")
         elif self.draining:
             await self._reply(
@@ -572,28 +610,42 @@ class SessionMiddleware:
 
     def _metadata(self, scope: Scope) -> MeasuredMetadata | dict[str, str] | None:
         """The request's method, path and client, as its session's metadata."""
+        # ASGI gives the method and path as str.
+        method: str = scope["method"]
+        path: str = scope["path"]
         client = scope.get("client")
-        method = str(scope.get("method", ""))
-        path = str(scope.get("path", ""))
-        peer = f"{client[0]}:{client[1]}" if client else ""
+        try:
+            # A keep-alive connection's requests share one client address.
+            peer, peer_size = self._peers[client]
+        except (KeyError, TypeError):
+            peer, peer_size = self._peer(client)
         metadata = {"method": method, "path": path, "client": peer}
-        text = method + path + peer
         limit = self._metadata_limit
-        if (
-            text.isascii()
-            and text.isprintable()
-            and '"' not in text
-            and "\\" not in text
-        ):
-            # JSON writes these characters as themselves: the size is counted,
-            # not encoded, and this fresh dict needs no copy.
-            size = _METADATA_FRAME + len(text)
+        text = method + path
+        if peer_size >= 0 and text.isascii():
+            # JSON escapes ASCII one character at a time: the escaped text's
+            # length, less its quotes, is what the values add to the frame.
+            # Counted, not encoded, and this fresh dict needs no copy.
+            size = _METADATA_FRAME - 2 + len(_escaped(text)) + peer_size
             if limit is None or size <= limit:
                 return MeasuredMetadata(MappingProxyType(metadata), size)
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
-        if limit is None or 6 * len(text) + 40 <= limit:
+        if limit is None or 6 * (len(text) + len(peer)) + 40 <= limit:
             return metadata
         return fit_metadata(metadata, limit)
+
+    def _peer(self, client: Any) -> tuple[str, int]:
+        """``client`` as ``host:port``, with its bytes in JSON (-1: not ASCII)."""
+        peer = f"{client[0]}:{client[1]}" if client else ""
+        size = len(_escaped(peer)) - 2 if peer.isascii() else -1
+        if isinstance(client, tuple) or client is None:
+            peers = self._peers
+            if len(peers) >= _PEERS_KEPT:
+                peers.clear()  # a bound, not a policy: most are found again
+            # A tuple holding something unhashable is not kept.
+            with contextlib.suppress(TypeError):
+                peers[client] = (peer, size)
+        return peer, size
 
     async def _reply(
         self,
@@ -616,27 +668,52 @@ class SessionMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _exclusions(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Exact paths and prefixes excluded by ``paths``, as a ``Mount`` matches them.
+def _exclusions(paths: Iterable[str]) -> tuple[str, ...]:
+    """The excluded paths without their trailing slashes (``"/"`` is ``""``).
 
-    ``"/metrics"`` (or ``"/metrics/"``) excludes ``/metrics``, ``/metrics/`` and
-    everything below, so Starlette's redirect from ``/metrics`` to ``/metrics/``
-    and the mounted app's own paths all stay outside the sessions.
+    See :func:`_under` for how they match.
     """
     if isinstance(paths, str):
         raise TypeError("exclude_paths must be a collection of paths, not one str")
-    exact: set[str] = set()
-    prefixes: set[str] = set()
+    bases: set[str] = set()
     for path in paths:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"exclude_paths entries must start with '/', got {path!r}")
-        base = path.rstrip("/")
-        if not base:
-            prefixes.add("/")  # "/" excludes every path
-            continue
-        exact.update((base, base + "/"))
-        prefixes.add(base + "/")
-    return frozenset(exact), tuple(sorted(prefixes))
+        bases.add(path.rstrip("/"))
+    return tuple(sorted(bases))
+
+
+def _under(path: str, bases: tuple[str, ...]) -> bool:
+    """Whether ``path`` is excluded by one of ``bases``, as a ``Mount`` matches.
+
+    ``"/metrics"`` (or ``"/metrics/"``) excludes ``/metrics``, ``/metrics/`` and
+    everything below, so Starlette's redirect from ``/metrics`` to ``/metrics/``
+    and the mounted app's own paths all stay outside the sessions; it does not
+    exclude ``/metricsx``. ``"/"`` excludes every path.
+    """
+    return any(path == base or path.startswith(base + "/") for base in bases)
+
+
+class _Wrong(Exception):
+    """A key or priority function returned a value of the wrong type."""
+
+
+def _wrong(value: object, expected: str) -> str:
+    return f"returned {type(value).__name__} ({value!r}), not {expected}"
+
+
+def _route_failed(name: str, scope: Scope, what: str) -> None:
+    """Log that the ``name`` function failed for the request of ``scope``."""
+    logger.error(
+        "trio_sessions: key= or priority= failed: the %s function %s for %s %s; "
+        "the request was answered 500 without a session",
+        name,
+        what,
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+        # The traceback, when it raised.
+        exc_info=what == "raised",
+    )
 
 
 def _require_trio() -> None:
@@ -651,11 +728,9 @@ def _require_trio() -> None:
         ) from None
 
 
-def _declared_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+def _length(value: bytes) -> int:
+    """A ``Content-Length`` header's value; 0 if it is not a number."""
+    try:
+        return int(value)
+    except ValueError:
+        return 0
