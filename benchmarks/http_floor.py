@@ -10,12 +10,16 @@ request can cost, in one of two forms:
   the server's request task waits on a :class:`trio.Event`;
 - ``--inline``, the inline floor (the middleware's default): one limiter
   token and one :class:`trio.CancelScope` with the deadline per request, in
-  the server's own request task, and nothing else.
+  the server's own request task, and nothing else;
+- ``--session``, the inline session alone: each request in
+  ``async with manager.session_nowait():`` of a manager the lifespan opens,
+  with no metadata, no disconnect watch and no answers but a bare 503: what
+  the middleware costs beyond it is the middleware's own.
 
 ``benchmarks/wrk_e2e.py`` and ``benchmarks/callgrind_http.py`` measure the
 middleware against them::
 
-    python benchmarks/http_floor.py --port 8000 --max-sessions 1000 [--inline]
+    python benchmarks/http_floor.py --port 8000 --max-sessions 1000 [--inline|--session]
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from types import ModuleType
 from typing import Any
 
 import trio
+
+import trio_sessions
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "http_server.py"
 
@@ -125,21 +131,57 @@ class InlinePerRequest:
             self.limiter.release_on_behalf_of(token)
 
 
+class SessionPerRequest:
+    """ASGI wrapper: each HTTP request an inline session of a manager, and no more.
+
+    The lifespan opens the manager (the example's configuration); a refusal
+    is a bare 503. Between the inline floor and the middleware: the session's
+    own bookkeeping (its handle, the registry, the counters, the latency
+    sketch, the outcome), without anything the middleware adds to it.
+    """
+
+    def __init__(self, app: Any, config: Any) -> None:
+        self.app = app
+        self.config = config
+        self.manager: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] == "lifespan":
+            async with trio_sessions.open_session_manager(self.config) as manager:
+                self.manager = manager
+                await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            async with self.manager.session_nowait():
+                await self.app(scope, receive, send)
+        except trio_sessions.CapacityError:
+            await refuse(send)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the example's ``main`` with its app wrapped in a floor.
 
-    ``--inline`` picks :class:`InlinePerRequest`, otherwise
-    :class:`TaskPerRequest`; every other option is the example's own.
+    ``--inline`` picks :class:`InlinePerRequest`, ``--session``
+    :class:`SessionPerRequest`, otherwise :class:`TaskPerRequest`; every
+    other option is the example's own.
     """
     floor = argparse.ArgumentParser(add_help=False)
-    floor.add_argument("--inline", action="store_true")
+    which = floor.add_mutually_exclusive_group()
+    which.add_argument("--inline", action="store_true")
+    which.add_argument("--session", action="store_true")
     ours, rest = floor.parse_known_args(argv)
-    wrapper = InlinePerRequest if ours.inline else TaskPerRequest
     example = load_example()
     build_bare = example.build_app
 
     def build_app(config: Any, *, max_body_bytes: int, **_: Any) -> Any:
         bare = build_bare(config, use_middleware=False, max_body_bytes=max_body_bytes)
+        if ours.session:
+            return SessionPerRequest(bare, config)
+        wrapper = InlinePerRequest if ours.inline else TaskPerRequest
         return wrapper(bare, config.max_sessions, config.request_timeout)
 
     # main() looks build_app up in its module at call time: the server, its
