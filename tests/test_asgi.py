@@ -476,6 +476,33 @@ async def test_inline_disconnect_watch_frees_the_slot_of_an_app_not_reading(
 
 
 @only_in("inline")
+async def test_one_watch_serves_requests_after_idle_spells(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The watch parks while nothing runs and watches the next request on time.
+
+    One task for the manager's life: idle spells neither end it (to be
+    started again, a task and a scope held by the drain each time) nor wake it.
+    """
+    middleware = SessionMiddleware(routed_app({"/busy": 10}), max_sessions=1)
+    async with serving(middleware):
+        manager = middleware.manager
+        for _ in range(3):
+            assert (await request(middleware)).status == 200
+            await trio.sleep(5)  # idle: nothing to watch
+        gone = trio.Event()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(request, middleware, "/busy", disconnect=gone))
+            await trio.sleep(0.4)
+            gone.set()
+        # Watched 1 s after it started: the client's leaving is seen then.
+        assert trio.current_time() - start == 1
+        assert counts(middleware) == totals(created=4, succeeded=3, cancelled=1)
+        assert len(manager._drain._linked_scopes) == 1
+
+
+@only_in("inline")
 async def test_inline_app_reading_sees_the_disconnect_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -223,7 +223,12 @@ class SessionMiddleware:
         # Inline requests running, in order of start, each with when the
         # watch looks at it; and whether a task watches them.
         self._live: dict[Exchange, float] = {}
-        self._watching = False
+        # The watch is one task per manager, parked while nothing is live:
+        # whether it must be woken (or started) for the next request, and
+        # whether it runs.
+        self._watch_idle = True
+        self._watcher = False
+        self._watch_lot = trio.lowlevel.ParkingLot()
         self._draining = False
         self._shutdown_report: ShutdownReport | None = None
 
@@ -355,8 +360,8 @@ class SessionMiddleware:
                         # Registered in order of start, so in order of when
                         # the watch looks at them; gone again at the end.
                         self._live[exchange] = session._started_at + watch
-                        if not self._watching:
-                            self._start_watch(manager)
+                        if self._watch_idle:
+                            self._wake_watch(manager)
                     await self.app(scope, exchange.receive, exchange.send)
                 return
             except RejectedError as exc:
@@ -398,8 +403,13 @@ class SessionMiddleware:
         self._draining = False
         self._shutdown_report = None
 
-    def _start_watch(self, manager: SessionManager) -> None:
-        self._watching = True
+    def _wake_watch(self, manager: SessionManager) -> None:
+        """A request to watch, and the watch is parked: wake it, or start it."""
+        self._watch_idle = False
+        if self._watcher:
+            self._watch_lot.unpark_all()
+            return
+        self._watcher = True
         scope = trio.CancelScope()
         # Nothing is left to watch once the drain has ended.
         manager._drain.cancel_when_drained(scope)
@@ -414,9 +424,11 @@ class SessionMiddleware:
         ``disconnect_watch`` seconds old: one whose app is not reading the
         server then gets a task that does, so that a client leaving cancels
         its session as in the spawned mode. Quick requests never cost a
-        task, and are forgotten as they end. This task sleeps until the next
-        request is due, and ends after ``disconnect_watch`` seconds with
-        nothing to watch (or with the drain).
+        task, and are forgotten as they end. This task, one per manager,
+        sleeps until the next request is due, parks while none runs (the
+        next one wakes it) and ends with the drain: it wakes at most once
+        per ``disconnect_watch`` seconds while requests come, never while
+        none do.
         """
         after = self._disconnect_watch
         assert after is not None
@@ -425,9 +437,8 @@ class SessionMiddleware:
             with scope:
                 while True:
                     if not live:
-                        await trio.sleep(after)
-                        if not live:
-                            return
+                        self._watch_idle = True
+                        await self._watch_lot.park()
                         continue
                     # The oldest: a dict keeps the order of insertion.
                     oldest, due = next(iter(live.items()))
@@ -444,7 +455,8 @@ class SessionMiddleware:
                     else:
                         oldest.watch(manager._spawn)
         finally:
-            self._watching = False
+            self._watcher = False
+            self._watch_idle = True
 
     async def _serve_spawned(
         self,
