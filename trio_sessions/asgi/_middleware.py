@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring
 from types import MappingProxyType
@@ -212,7 +213,10 @@ class SessionMiddleware:
         self._max_body_bytes = max_body_bytes
         self._exclude_bases = _exclusions(exclude_paths)
         self._metadata_limit = config.max_session_metadata_bytes
-        # Client address -> (host:port, its bytes in JSON), as _peer made them.
+        self._metadata_fits = (
+            sys.maxsize if self._metadata_limit is None else self._metadata_limit
+        )
+        # Client address -> what _peer made of it.
         self._peers: dict[Any, tuple[str, int]] = {}
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be a bool, not {type(inline).__name__}")
@@ -628,28 +632,32 @@ class SessionMiddleware:
         client = scope.get("client")
         try:
             # A keep-alive connection's requests share one client address.
-            peer, peer_size = self._peers[client]
+            peer, size = self._peers[client]
         except (KeyError, TypeError):
-            peer, peer_size = self._peer(client)
+            peer, size = self._peer(client)
         metadata = {"method": method, "path": path, "client": peer}
-        limit = self._metadata_limit
         text = method + path
-        if peer_size >= 0 and text.isascii():
+        if size >= 0 and text.isascii():
             # JSON escapes ASCII one character at a time: the escaped text's
-            # length, less its quotes, is what the values add to the frame.
-            # Counted, not encoded, and this fresh dict needs no copy.
-            size = _METADATA_FRAME - 2 + len(_escaped(text)) + peer_size
-            if limit is None or size <= limit:
+            # length, less its quotes, is what the method and path add to
+            # the frame and the client. Counted, not encoded, and this fresh
+            # dict needs no copy.
+            size += len(_escaped(text))
+            if size <= self._metadata_fits:
                 return MeasuredMetadata(MappingProxyType(metadata), size)
+        limit = self._metadata_limit
         # Each character is at most 6 bytes of JSON; skip measuring when it fits anyway.
         if limit is None or 6 * (len(text) + len(peer)) + 40 <= limit:
             return metadata
         return fit_metadata(metadata, limit)
 
     def _peer(self, client: Any) -> tuple[str, int]:
-        """``client`` as ``host:port``, with its bytes in JSON (-1: not ASCII)."""
+        """``client`` as ``host:port``, and the metadata's bytes without its
+        method and path (-1 if the address is not ASCII)."""
         peer = f"{client[0]}:{client[1]}" if client else ""
-        size = len(_escaped(peer)) - 2 if peer.isascii() else -1
+        # The frame counts every value's quotes, and so do the escaped texts
+        # of the client and (in _metadata) of the method and path: 4 too many.
+        size = _METADATA_FRAME - 4 + len(_escaped(peer)) if peer.isascii() else -1
         if isinstance(client, tuple) or client is None:
             peers = self._peers
             if len(peers) >= _PEERS_KEPT:
