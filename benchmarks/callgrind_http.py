@@ -12,7 +12,11 @@ Runs each server variant of ``benchmarks/wrk_e2e.py`` on a loopback port under
   request, the least a spawned session per request can cost;
 - ``floor-inline``: ``benchmarks/http_floor.py --inline``, one limiter token
   and one deadline scope per request in the server's task, the least an
-  inline session can cost.
+  inline session can cost;
+- ``floor-session``, where ``_harness.HTTP_VARIANTS`` has it:
+  ``benchmarks/http_floor.py --session``, each request only in
+  ``async with manager.session_nowait()``: the inline session's bookkeeping
+  without the middleware's.
 
 A plain blocking-socket client sends keep-alive ``GET /`` requests over four
 connections, one request at a time (or, with ``--in-flight K``, over K
@@ -73,6 +77,10 @@ RATIOS = (
     Ratio("middleware-spawned", "bare"),
     Ratio("floor-inline", "bare"),
     Ratio("middleware", "floor-inline"),
+    # With the floor-session variant (http_floor.py --session): the inline
+    # session's own bookkeeping, and the middleware's beyond it.
+    Ratio("floor-session", "floor-inline"),
+    Ratio("middleware", "floor-session"),
     Ratio("floor", "bare"),
     Ratio("middleware-spawned", "floor"),
 )

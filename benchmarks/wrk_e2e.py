@@ -13,7 +13,10 @@ between them and prints the median requests/s of the rounds and their ratios:
   (``benchmarks/http_floor.py``): the least a spawned session can cost;
 - ``floor-inline``: one limiter token and one deadline scope per request in
   the server's task (``http_floor.py --inline``): the least an inline session
-  can cost.
+  can cost;
+- ``floor-session``, where ``_harness.HTTP_VARIANTS`` has it: each request
+  only in ``async with manager.session_nowait()`` (``http_floor.py
+  --session``), the inline session without the middleware.
 
 The middleware's target is at least 0.94x bare's requests/s under
 ``wrk -t1 -c50``; ``--max-cost`` fails the run when the middleware costs more
@@ -48,6 +51,9 @@ RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("middleware-spawned", "bare", None),
     ("floor-inline", "bare", None),
     ("middleware", "floor-inline", None),
+    # With the floor-session variant (http_floor.py --session).
+    ("floor-session", "floor-inline", None),
+    ("middleware", "floor-session", None),
     ("floor", "bare", None),
     ("middleware-spawned", "floor", None),
 )
