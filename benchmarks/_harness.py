@@ -37,6 +37,8 @@ HTTP_VARIANTS: dict[str, tuple[Path, tuple[str, ...]]] = {
     "middleware-spawned": (EXAMPLE, ("--spawned",)),
     "floor": (FLOOR, ()),
     "floor-inline": (FLOOR, ("--inline",)),
+    # The inline session alone: between the floor and the middleware.
+    "floor-session": (FLOOR, ("--session",)),
 }
 
 Run = TypeVar("Run")
