@@ -96,8 +96,9 @@ class Session(Generic[T]):
             reply = "too slow"
 
     Sessions are created only by the manager; every attribute is read-only.
-    A session makes its own transitions (it starts, settles once and wakes
-    its waiters); the manager does the accounting around them.
+    A session makes its own transitions (it starts, is cancelled, wakes its
+    waiters); the manager decides its outcome, once, and does the accounting
+    around it in the same step.
     """
 
     __slots__ = (
@@ -254,11 +255,13 @@ class Session(Generic[T]):
         if self._cancel_reason is None:
             self._cancel_reason = reason
 
-    def _settle(self, outcome: Outcome, result: Any, now: float) -> float:
-        """Decide the outcome, once, and wake every waiter; return the run time."""
-        self._outcome = outcome
-        self._result = result
-        self._completed_at = now
+    def _wake(self) -> None:
+        """Its outcome is decided: wake every waiter, stop what waits on it.
+
+        The manager decides the outcome (``_outcome``, ``_result``,
+        ``_completed_at``) in the step the session ends, and calls this only
+        when something waits: most sessions have no waiter by then.
+        """
         waiter = self._waiter
         if waiter is not None:
             # The first waiter, parked by wait() or run(), is woken directly.
@@ -268,7 +271,6 @@ class Session(Generic[T]):
             self._done.set()
         if self._linked_scope is not None:
             self._linked_scope.cancel()
-        return now - self._started_at
 
     def _cancelled_outcome(self) -> Outcome:
         """The outcome of a cancelled run: its deadline's, or cancel()'s."""
