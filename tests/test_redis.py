@@ -288,10 +288,14 @@ async def test_shutdown_with_callers_inside_the_acquire_leaves_no_lease(
         ):
             await manager.run(trio.sleep, 0)  # the guard's connection is up
             nursery.start_soon(busy, blocker)
-            await trio.sleep(0.05)  # Redis is busy now
+            # Once every task waits, the script has been sent: Redis is busy
+            # (a fixed sleep here let a loaded machine miss the moment).
+            await trio.testing.wait_all_tasks_blocked()
             for _ in range(callers):
                 nursery.start_soon(caller, manager)
-            await trio.sleep(0.05)  # their acquires queue behind it
+            await trio.testing.wait_all_tasks_blocked()
+            # Their acquires are sent, queued behind the script.
+            assert manager._in_guard == callers
             await manager.shutdown()
             # shutdown() has returned: nothing of ours is left in Redis.
             assert await redis.zcard(key) == 0
