@@ -7,7 +7,7 @@ block's body is the session, and leaving it decides the outcome, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -18,7 +18,7 @@ from ._session import Outcome, Session
 if TYPE_CHECKING:
     from ._admission import Admission
 
-__all__ = ["SessionBlock"]
+__all__ = ["SessionBlock", "exit_inline"]
 
 _SUCCESS: Final = Outcome.SUCCESS
 _ERROR: Final = Outcome.ERROR
@@ -114,29 +114,46 @@ class SessionBlock:
     ) -> bool:
         session = self._session
         assert session is not None  # __aexit__ runs only after __aenter__ returned
-        scope = session._scope
-        assert scope is not None
-        settled: Callable[[Session[Any], Outcome, Any], None] = self._manager._settled
-        try:
-            caught = scope.__exit__(etype, exc, tb)
-        except BaseException as remaining:
-            # The scope took its own Cancelled out of a group and re-raised
-            # the rest (or the block exited its scopes out of order).
-            self._manager._settle_exit(session, remaining)
-            if isinstance(remaining, Exception) and session._outcome is not _ERROR:
-                session._raise()
-            raise
-        if exc is None or caught:
-            if scope.cancel_called:
-                # Its deadline or cancel() stopped the body (the scope caught
-                # the Cancelled), or the body swallowed it: cancelled all the same.
-                settled(session, session._cancelled_outcome(), None)
-                session._raise()
-            settled(session, _SUCCESS, None)
-            return False
-        self._manager._settle_exit(session, exc)
-        if isinstance(exc, Exception) and session._outcome is not _ERROR:
-            # The body turned its cancellation into an error: the cancellation
-            # decides, and the error is its cause.
-            session._raise()
+        exit_inline(self._manager, session, exc)
         return False
+
+
+def exit_inline(
+    manager: Admission, session: Session[None], exc: BaseException | None
+) -> None:
+    """Leave an inline session's deadline scope and settle it, once.
+
+    ``exc`` is what the body raised, or None. Returns when ``exc`` (if any)
+    is to propagate as it is; raises :exc:`SessionTimeout` or
+    :exc:`SessionCancelled` when the deadline or a cancellation ended the
+    body. The one exit of :class:`SessionBlock`, and of the middleware,
+    which calls it without an ``async with`` (a block's two coroutines cost
+    a third of an inline session's bookkeeping).
+    """
+    scope = session._scope
+    assert scope is not None  # entered
+    try:
+        if exc is None:
+            caught = scope.__exit__(None, None, None)
+        else:
+            caught = scope.__exit__(type(exc), exc, exc.__traceback__)
+    except BaseException as remaining:
+        # The scope took its own Cancelled out of a group and re-raised
+        # the rest (or the block exited its scopes out of order).
+        manager._settle_exit(session, remaining)
+        if isinstance(remaining, Exception) and session._outcome is not _ERROR:
+            session._raise()
+        raise
+    if exc is None or caught:
+        if scope.cancel_called:
+            # Its deadline or cancel() stopped the body (the scope caught
+            # the Cancelled), or the body swallowed it: cancelled all the same.
+            manager._settled(session, session._cancelled_outcome(), None)
+            session._raise()
+        manager._settled(session, _SUCCESS, None)
+        return
+    manager._settle_exit(session, exc)
+    if isinstance(exc, Exception) and session._outcome is not _ERROR:
+        # The body turned its cancellation into an error: the cancellation
+        # decides, and the error is its cause.
+        session._raise()

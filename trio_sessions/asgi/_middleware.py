@@ -23,10 +23,10 @@ from .._errors import (
     ShuttingDownError,
 )
 from .._guard import AdmissionGuard
-from .._inline import SessionBlock
+from .._inline import exit_inline
 from .._manager import SessionManager, open_session_manager
 from .._metadata import MeasuredMetadata, metadata_size
-from .._session import Outcome, Session
+from .._session import Outcome
 from .._statistics import SessionStatistics, ShutdownReport
 from .._validate import check_count, check_seconds
 from ._exchange import Exchange
@@ -346,43 +346,50 @@ class SessionMiddleware:
             await self._serve_spawned(manager, scope, exchange, metadata, key, priority)
             return
         # The request as an inline session: the app runs in this, the
-        # server's task.
-        watch = self._disconnect_watch
+        # server's task. Entered and left without an ``async with`` (its two
+        # coroutines are the largest share of an inline session's cost), by
+        # the same admission and the same exit as SessionBlock's.
         while True:
-            # Admission that cannot wait needs no checkpoint of its own: the
-            # app's first step, or the server's after it, is one anyway. The
-            # block is made directly, for the metadata is measured already.
-            wait = manager._can_wait and manager._may_wait(key, priority)
-            block = SessionBlock(
-                manager, metadata, CONFIG_DEFAULT, None, wait, key, priority
-            )
-            session: Session[None] | None = None
             try:
-                async with block as session:
-                    exchange.session = session
-                    if watch is not None:
-                        # Registered in order of start, so in order of when
-                        # the watch looks at them; gone again at the end.
-                        self._live[exchange] = session._started_at + watch
-                        if self._watch_idle:
-                            self._wake_watch(manager)
-                    await self.app(scope, exchange.receive, exchange.send)
-                return
+                # Admission that cannot wait needs no checkpoint of its own:
+                # the app's first step, or the server's after it, is one
+                # anyway. The metadata is measured already.
+                if manager._can_wait and manager._may_wait(key, priority):
+                    session = await manager._enter(
+                        metadata, CONFIG_DEFAULT, None, key, priority
+                    )
+                else:
+                    session = manager._enter_nowait(
+                        metadata, CONFIG_DEFAULT, None, key, priority
+                    )
+                break
             except RejectedError as exc:
-                if session is not None:
-                    raise  # the app's own
                 if await self._refused(exchange, exc, metadata):
                     return
                 metadata = None  # retry without it: see _refused
-            except (SessionTimeout, SessionCancelled) as exc:
-                if session is None or session.outcome in _ANSWERED:
-                    raise  # the app's own (the outcome says who ended it)
-                await self._answer_ending(exchange, exc)
-                return
-            finally:
-                if session is not None and watch is not None:
-                    # Unless the watch has let it go (a watcher pumps for it).
-                    self._live.pop(exchange, None)
+        watch = self._disconnect_watch
+        try:
+            try:
+                exchange.session = session
+                if watch is not None:
+                    # Registered in order of start, so in order of when the
+                    # watch looks at them; gone again at the end.
+                    self._live[exchange] = session._started_at + watch
+                    if self._watch_idle:
+                        self._wake_watch(manager)
+                await self.app(scope, exchange.receive, exchange.send)
+            except BaseException as exc:
+                exit_inline(manager, session, exc)
+                raise
+            exit_inline(manager, session, None)
+        except (SessionTimeout, SessionCancelled) as exc:
+            if session.outcome in _ANSWERED:
+                raise  # the app's own (the outcome says who ended it)
+            await self._answer_ending(exchange, exc)
+        finally:
+            if watch is not None:
+                # Unless the watch has let it go (a watcher pumps for it).
+                self._live.pop(exchange, None)
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self._owns_manager:
