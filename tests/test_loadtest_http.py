@@ -328,6 +328,15 @@ async def test_cut_and_garbled_answers_are_errors(client: str) -> None:
         r"\d+\.\d\d s: the server closed the connection before the whole answer",
         cut,
     ), cut
+    # Closing answers, where llhttp cannot tell a length from the keep-alive:
+    # a framed body cut short is an error, one that runs to the end is whole.
+    for framing in (b"content-length: 10", b"transfer-encoding: chunked"):
+        head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n" + framing + b"\r\n\r\n"
+        cut = only_error(await load_raw(client, head + b"5\r\nok", 1))
+        assert "before the whole answer" in cut, cut
+    closing = b"HTTP/1.0 200 OK\r\nconnection: close\r\n\r\nuntil the end"
+    result = await load_raw(client, closing, 2)
+    assert (result.success_2xx, result.errors) == (2, 0)
     garbled = only_error(await load_raw(client, b"SMTP ready\r\n\r\n", 1))
     assert garbled.startswith("protocol error on request 1 "), garbled
     assert "not an HTTP/1.1 answer" in garbled

@@ -70,26 +70,36 @@ class LoopStatistics:
 
 
 @final
-class _Link(Answer):
-    """One kept-alive connection of the loop, and the request it carries, if any."""
+class _Link:
+    """One kept-alive connection of the loop, the request it carries, and its answer.
+
+    The answer is parsed with httptools as :class:`~._client.Answer` parses it,
+    less the callback per header (and the two strings made for it): whether
+    the body is framed matters only when the server closes the connection
+    before the answer is whole, and then :meth:`ended` reads it again from
+    the head, which the link keeps until it is in.
+    """
 
     __slots__ = (
         "address",
+        "answered",
         "began",
         "connecting",
         "error",
         "fd",
+        "head",
+        "keep_alive",
         "number",
-        "received",
+        "parser",
         "reused",
         "sock",
+        "status",
         "token",
         "unsent",
         "writing",
     )
 
     def __init__(self, error: OSError) -> None:
-        super().__init__()
         self.sock: socket.socket | None = None
         self.fd = -1
         # The request carried: a number unique in the loop (0: none), its
@@ -97,17 +107,60 @@ class _Link(Answer):
         self.token = 0
         self.number = 0
         self.began = 0.0
-        # Whether the connection carried a request before this one, and
-        # whether a byte of this one's answer came back: a kept-alive
-        # connection closed before that was closed idle, and is retried.
+        # Whether the connection carried a request before this one: a
+        # kept-alive connection closed before a byte of the answer came back
+        # (nothing in head) was closed idle, and is retried.
         self.reused = False
-        self.received = False
         self.connecting = False
         self.unsent = b""
         self.writing = False
         # The next address to try, and why the last attempt failed.
         self.address = 0
         self.error = error
+        self.fresh()
+
+    def fresh(self) -> None:
+        """A new connection: a new parse."""
+        self.parser = httptools.HttpResponseParser(self)
+        self.keep_alive = True
+        self.expect()
+
+    def expect(self) -> None:
+        """A request goes out: nothing of its answer is in yet."""
+        # The status once the head is in; again in answered once all is;
+        # what arrived until the head was in (b"": nothing yet).
+        self.status = self.answered = 0
+        self.head = b""
+
+    def ended(self) -> bool:
+        """The server closed the connection: True when that ended a whole answer.
+
+        That is a body without a length, which runs to the end of the
+        connection; any other answer was cut short. llhttp keeps alive only
+        a connection whose answer needs no end of the connection to end; for
+        one it does not, the head says whether the body had a length.
+        """
+        if not self.status or self.keep_alive:
+            return False
+        again = Answer()
+        try:
+            again.parser.feed_data(self.head)
+        except httptools.HttpParserError:
+            return False
+        if again.framed:
+            return False
+        self.answered = self.status
+        return True
+
+    def on_headers_complete(self) -> None:
+        """httptools' callback: the head is in: its status; whether to keep alive."""
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        """httptools' callback: the whole answer is in (an interim 1xx one is not)."""
+        if self.status >= 200:
+            self.answered = self.status
 
 
 @final
@@ -186,22 +239,28 @@ class _Loop:
         share = self._share
         idle = self._idle
         deadlines = self._deadlines
+        links = self._open
         poll = self._poller.poll
         clock = time.perf_counter
         now = trio.current_time()
+        # What changes only in a turn of Trio's, kept here between two.
+        hold_until, offset = self._hold_until, self._offset
         while True:
             if self._reconnect:
-                links, self._reconnect = self._reconnect, []
-                for link in links:
+                waiting, self._reconnect = self._reconnect, []
+                for link in waiting:
                     self._connect(link, now)
             # Each idle link takes a request that is due; a link that fails
             # at once is back in idle, taken again next round at the latest.
-            due = share.due(now)
-            for _ in range(len(idle)):
-                if due > now:
-                    break
-                self._start(idle.pop(), now)
+            # In a closed loop no link is idle but at the start and the end.
+            due: float | None = None
+            if idle:
                 due = share.due(now)
+                for _ in range(len(idle)):
+                    if due > now:
+                        break
+                    self._start(idle.pop(), now)
+                    due = share.due(now)
             until = math.inf
             while deadlines:
                 deadline, token, link = deadlines[0]
@@ -214,18 +273,21 @@ class _Loop:
                     until = deadline
                     break
             if idle:
+                if due is None:  # idle since: a request timed out
+                    due = share.due(now)
                 if due == math.inf and not self._busy:
                     return
                 if due < until:
                     until = due
-            if now < self._hold_until:
+            if now < hold_until:
                 self.held += 1
-                events = poll(max(min(until, self._hold_until) - now, 0.0))
+                events = poll(max(min(until, hold_until) - now, 0.0))
             else:
                 events = await self._yield(until)
-            now = clock() + self._offset
+                hold_until, offset = self._hold_until, self._offset
+            now = clock() + offset
             for fd, _ in events:
-                ready = self._open.get(fd)
+                ready = links.get(fd)
                 if ready is None:  # closed earlier in this batch
                     continue
                 if ready.connecting:
@@ -275,9 +337,7 @@ class _Loop:
         return now + min(stats.seconds_to_next_deadline, HOLD)
 
     def _start(self, link: _Link, now: float) -> None:
-        share = self._share
-        link.number, link.began = share.claim(now)
-        share.sending()
+        link.number, link.began = self._share.claim_sending(now)
         link.token = token = next(self._tokens)
         self._deadlines.append((now + self._timeout, token, link))
         self._busy += 1
@@ -326,49 +386,54 @@ class _Loop:
         self._request_on(link)
 
     def _request_on(self, link: _Link) -> None:
-        link.expect()
-        link.received = False
-        link.unsent = self._request
-        self._send(link)
-
-    def _send(self, link: _Link) -> None:
-        """Send what is left of the request; wait for room if the kernel has none."""
-        assert link.sock is not None
-        data = link.unsent
+        """Send the request in one call, as a rule; the rest once there is room."""
+        sock = link.sock
+        assert sock is not None
+        link.status = link.answered = 0  # link.expect(), without the call
+        link.head = b""
+        request = self._request
         try:
-            sent = link.sock.send(data)
+            sent = sock.send(request)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._broken(link, "sending the request", exc)
             return
-        link.unsent = data[sent:] if sent < len(data) else b""
-        if bool(link.unsent) != link.writing:
-            link.writing = not link.writing
-            self._poller.modify(link.fd, _WRITE if link.writing else _READ)
+        if sent < len(request):
+            link.unsent = request[sent:]
+            link.writing = True
+            self._poller.modify(link.fd, _WRITE)
+
+    def _send(self, link: _Link) -> None:
+        """Send more of what is left of the request, now that there is room."""
+        assert link.sock is not None
+        data = link.unsent
+        try:
+            sent = link.sock.send(data)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._broken(link, "sending the request", exc)
+            return
+        link.unsent = data[sent:]
+        if not link.unsent:
+            link.writing = False
+            self._poller.modify(link.fd, _READ)
 
     def _receive(self, link: _Link, now: float) -> None:
-        assert link.sock is not None
+        sock = link.sock
+        assert sock is not None
         try:
-            data = link.sock.recv(_CHUNK)
+            data = sock.recv(_CHUNK)
         except BlockingIOError:
             return
         except OSError as exc:
             self._broken(link, "reading the answer", exc)
             return
-        if not link.token:
-            # No request on it: the server closed the idle connection (or
-            # said something unasked); the next request opens a new one.
-            self._close(link)
-        elif not data:
-            if link.reused and not link.received:
-                self._retry(link)
-            elif link.ended():
-                self._answered(link, now)
-            else:
-                self._fail(link, RequestFailed("closed", CUT_SHORT), now)
-        else:
-            link.received = True
+        if data and link.token:
+            if not link.status:
+                # Kept until the head is in, for ended(); b"" + data is data.
+                link.head += data
             try:
                 link.parser.feed_data(data)
             except httptools.HttpParserError as exc:
@@ -376,11 +441,21 @@ class _Loop:
                 return
             if link.answered:
                 self._answered(link, now)
+        elif not link.token:
+            # No request on it: the server closed the idle connection (or
+            # said something unasked); the next request opens a new one.
+            self._close(link)
+        elif link.reused and not link.head:
+            self._retry(link)
+        elif link.ended():
+            self._answered(link, now)
+        else:
+            self._fail(link, RequestFailed("closed", CUT_SHORT), now)
 
     def _broken(self, link: _Link, doing: str, exc: OSError) -> None:
         if not link.token:
             self._close(link)
-        elif link.reused and not link.received:
+        elif link.reused and not link.head:
             self._retry(link)
         else:
             failure = RequestFailed("closed", f"{doing}: {reason(exc)}")

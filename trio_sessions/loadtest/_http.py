@@ -299,6 +299,17 @@ class Share:
         tally.sent += 1
         tally.in_flight += 1
 
+    def claim_sending(self, now: float) -> tuple[int, float]:
+        """:meth:`claim` and :meth:`sending` in one call, for a request sent at once."""
+        number = self._claimed * self._step + self._index
+        self._claimed += 1
+        tally = self.tally
+        tally.sent += 1
+        tally.in_flight += 1
+        if self._rate is None:
+            return number, now
+        return number, self._start + number / self._rate
+
     def answered(self, status: int, began: float, now: float) -> None:
         """A request that began at ``began`` got an answer with ``status``."""
         self.tally.in_flight -= 1
