@@ -61,6 +61,8 @@ Metadata = Mapping[str, Any] | MeasuredMetadata | None
 # Session ids are unique in the process, so logs of several managers never clash.
 _next_number = itertools.count(1).__next__
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_CancelScope = trio.CancelScope
+_INF: Final = math.inf
 # An exception without its Python-level __init__ (see new_capacity_error).
 _new_exception = CapacityError.__new__
 _TASK_NAME = "trio_sessions.session"
@@ -179,6 +181,24 @@ class Admission:
           TypeError: ``fn`` is not an async function, or an argument has the
             wrong type (nothing is admitted or counted).
           ValueError: ``timeout`` is negative or NaN.
+        """
+        return self._start_nowait(fn, args, metadata, timeout, name, key, priority)
+
+    def _start_nowait(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        metadata: Mapping[str, Any] | None,
+        timeout: float | ConfigDefault | None,
+        name: str | None,
+        key: str | None,
+        priority: int,
+    ) -> Session[T]:
+        """:meth:`start_session_nowait`, its arguments passed as they came.
+
+        What every form that admits at once and spawns calls: passing
+        ``*args`` on with keywords would build a tuple and a dict per session
+        (the request round trip's largest single cost, callgrind).
         """
         # The one gate every caller without a queue goes through. Refusals at
         # capacity are a hot path under overload: one test, then _refusal.
@@ -383,8 +403,14 @@ class Admission:
                 raise foreign_thread_error()
             raise self._gate_refusal("session_nowait", "async with manager.session()")
         session: Session[None] = self._admit_now(metadata, timeout, name, key, priority)
-        # Admitted and started in the same step: one reading of the clock.
-        session._enter_scope(session._created_at)
+        # Admitted and started in the same step: one reading of the clock, and
+        # Session._enter_scope spelled out (a call fewer per inline session).
+        started = session._started_at = session._created_at
+        seconds = session._timeout
+        scope = session._scope = _CancelScope(
+            deadline=_INF if seconds is None else started + seconds
+        )
+        scope.__enter__()
         return session
 
     def _enter_admitted(self, session: Session[None]) -> Session[None]:
@@ -543,14 +569,8 @@ class Admission:
         if self._drain.closing or not (
             self._can_wait and self._may_wait(key, priority)
         ):
-            session = self.start_session_nowait(
-                fn,
-                *args,
-                metadata=metadata,
-                timeout=timeout,
-                name=name,
-                key=key,
-                priority=priority,
+            session = self._start_nowait(
+                fn, args, metadata, timeout, name, key, priority
             )
             await trio.lowlevel.cancel_shielded_checkpoint()
             return session
@@ -590,14 +610,8 @@ class Admission:
         else:
             # Admission cannot block here, and the wait below is the checkpoint.
             await _checkpoint_if_cancelled()
-            session = self.start_session_nowait(
-                fn,
-                *args,
-                metadata=metadata,
-                timeout=timeout,
-                name=name,
-                key=key,
-                priority=priority,
+            session = self._start_nowait(
+                fn, args, metadata, timeout, name, key, priority
             )
         return await session._wait()
 

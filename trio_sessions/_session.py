@@ -96,9 +96,9 @@ class Session(Generic[T]):
             reply = "too slow"
 
     Sessions are created only by the manager; every attribute is read-only.
-    A session makes its own transitions (it starts, is cancelled, wakes its
-    waiters); the manager decides its outcome, once, and does the accounting
-    around it in the same step.
+    A session makes its own transitions (it is cancelled, it wakes its
+    waiters); its task (or block) starts it, and the manager decides its
+    outcome, once, and does the accounting around it in the same step.
     """
 
     __slots__ = (
@@ -228,19 +228,6 @@ class Session(Generic[T]):
     def _admit(self, now: float) -> None:
         """Admission is now: a caller that queued becomes a session only now."""
         self._created_at = now
-
-    def _start(self, now: float) -> trio.CancelScope | None:
-        """The first step of its task: the scope carrying its deadline.
-
-        None if it was cancelled before it started: its function never runs.
-        """
-        self._started_at = now
-        if self._cancel_reason is not None:
-            return None
-        timeout = self._timeout
-        scope = _CancelScope(deadline=_INF if timeout is None else now + timeout)
-        self._scope = scope
-        return scope
 
     def _enter_scope(self, now: float) -> None:
         """Start an inline session: enter its deadline's scope in the caller's task."""
