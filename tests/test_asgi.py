@@ -7,6 +7,7 @@ Starlette is driven through httpx's ASGI transport, a real client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -299,6 +300,27 @@ async def test_deadline_is_504(autojump_clock: trio.testing.MockClock) -> None:
         response = await request(middleware)
         assert response.status == 504
         assert trio.current_time() - start == pytest.approx(2)
+        assert counts(middleware) == totals(created=1, timed_out=1)
+
+
+async def test_app_that_swallows_its_deadline_still_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app that catches its session's cancellation and returns is still
+    answered 504, at the deadline, and counted as timed out."""
+
+    async def stubborn(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        # Swallowed: the session's deadline decides all the same.
+        with contextlib.suppress(trio.Cancelled):
+            await trio.sleep(10)
+
+    middleware = SessionMiddleware(stubborn, request_timeout=2)
+    async with serving(middleware):
+        start = trio.current_time()
+        response = await request(middleware)
+        assert response.status == 504
+        assert trio.current_time() - start == 2
         assert counts(middleware) == totals(created=1, timed_out=1)
 
 
