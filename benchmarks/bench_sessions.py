@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import CodeType
-from typing import Any, Final, NamedTuple, TypedDict, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypedDict, TypeVar, cast, final
 
 import _harness
 import attrs
@@ -56,11 +56,22 @@ TRIO_SESSIONS: Final = "trio_sessions"
 RAW_TRIO: Final = "raw_trio"
 # The same job as users write it: ``async with limiter:`` and ``move_on_after``.
 USERS_TRIO: Final = "users_trio"
+# The leanest raw inline code inside the least an ``async with`` API costs
+# (an object made by a call with keywords, two coroutines): the inline form's
+# floor.
+RAW_BLOCK: Final = "raw_block"
 ANYIO_TRIO: Final = "anyio_trio"
 ASYNCIO: Final = "asyncio"
-CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, USERS_TRIO, ANYIO_TRIO, ASYNCIO)
+CONTENDERS: Final = (
+    TRIO_SESSIONS,
+    RAW_TRIO,
+    RAW_BLOCK,
+    USERS_TRIO,
+    ANYIO_TRIO,
+    ASYNCIO,
+)
 # The contenders counted under callgrind: those the targets compare.
-CALLGRIND_CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, USERS_TRIO)
+CALLGRIND_CONTENDERS: Final = (TRIO_SESSIONS, RAW_TRIO, RAW_BLOCK, USERS_TRIO)
 
 
 class Scenario(NamedTuple):
@@ -114,6 +125,7 @@ COMPARISONS: Final = (
     Comparison("request", USERS_TRIO),
     Comparison("inline", RAW_TRIO, 1.10),
     Comparison("inline", USERS_TRIO, 1.0, strict=True),
+    Comparison("inline", RAW_BLOCK),
     Comparison("inline_wait", USERS_TRIO),
     Comparison("reject", RAW_TRIO, 2.0),
 )
@@ -623,6 +635,51 @@ def inline_raw_trio(n: int, disable_gc: bool) -> float:
     return trio.run(main)
 
 
+@final
+class _RawBlock:
+    """The leanest raw inline code as an async context manager, and no more."""
+
+    __slots__ = ("_limiter", "_scope", "_timeout", "_token")
+
+    def __init__(self, limiter: trio.CapacityLimiter, timeout: float) -> None:
+        self._limiter = limiter
+        self._timeout = timeout
+
+    async def __aenter__(self) -> trio.CancelScope:
+        token = self._token = object()
+        self._limiter.acquire_on_behalf_of_nowait(token)
+        scope = self._scope = trio.CancelScope(
+            deadline=trio.current_time() + self._timeout
+        )
+        scope.__enter__()
+        return scope
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return self._scope.__exit__(*exc_info)
+        finally:
+            self._limiter.release_on_behalf_of(self._token)
+
+
+def inline_raw_block(n: int, disable_gc: bool) -> float:
+    async def main() -> float:
+        limiter = trio.CapacityLimiter(1000)
+
+        # Made by a call with keywords, as manager.session_nowait(timeout=...).
+        def block(*, timeout: float) -> _RawBlock:
+            return _RawBlock(limiter, timeout)
+
+        with _timed_region(disable_gc):
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                async with block(timeout=TIMEOUT):
+                    await trio_work()
+            elapsed = _elapsed(start)
+        return elapsed
+
+    return trio.run(main)
+
+
 def inline_users_trio(n: int, disable_gc: bool) -> float:
     async def main() -> float:
         limiter = trio.CapacityLimiter(1000)
@@ -1037,6 +1094,7 @@ def scenarios() -> dict[str, dict[str, Measure]]:
         "inline": {
             TRIO_SESSIONS: inline_trio_sessions,
             RAW_TRIO: inline_raw_trio,
+            RAW_BLOCK: inline_raw_block,
             USERS_TRIO: inline_users_trio,
         },
         "inline_wait": {
@@ -1665,6 +1723,7 @@ def format_report(report: dict[str, Any]) -> str:
         "unit",
         "trio_sessions",
         "raw trio",
+        "raw block",
         "users' trio",
         "anyio/trio",
         "asyncio",

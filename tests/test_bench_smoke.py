@@ -28,7 +28,14 @@ FLOOR = BENCH.parent / "http_floor.py"
 CALLGRIND = BENCH.parent / "callgrind_http.py"
 WRK = BENCH.parent / "wrk_e2e.py"
 SCENARIOS = {"burst", "request", "inline", "inline_wait", "reject", "memory"}
-CONTENDERS = {"trio_sessions", "raw_trio", "users_trio", "anyio_trio", "asyncio"}
+CONTENDERS = {
+    "trio_sessions",
+    "raw_trio",
+    "raw_block",
+    "users_trio",
+    "anyio_trio",
+    "asyncio",
+}
 # inline_wait's trio_sessions enters through a checkpoint, as `async with
 # limiter:` does; every other scenario is measured against the leanest raw Trio.
 REFERENCES = {name: "raw_trio" for name in SCENARIOS} | {"inline_wait": "users_trio"}
