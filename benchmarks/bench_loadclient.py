@@ -8,11 +8,14 @@ client, not the server, sets the pace). Each round, against each server in
 turn, for the same duration, at 10, 50 and 100 connections: ``wrk -t1`` and
 ``trio-sessions loadtest --url`` (closed loop), back to back, in turns first.
 Prints the machine's load at the start and the end, the medians, each
-client's CPU per request and the server's, the ratios to wrk (the median of
-each round's ratio, and their range) and the goals against the two demo
-servers (ours >= 0.8x wrk at 50 and 100; ours at 100 not below ours at 10,
-beside wrk's own c100/c10), then open-loop runs (``--rate``) at fractions of
-wrk's rate, with their p50/p90/p99/p99.9/max::
+client's CPU per request and the server's, how busy the server was, the
+ratios to wrk (the median of each round's ratio, and their range) and the
+goals against the two demo servers (ours >= 0.8x wrk at 50 and 100; ours at
+100 not below ours at 10, beside wrk's own c100/c10, with what sets it: the
+server's CPU per request at c100 over c10 with each client, ours over wrk's
+in server and client CPU, ours c100/c10 over wrk's, and whose the miss is),
+then open-loop runs (``--rate``) at fractions of wrk's rate, with their
+p50/p90/p99/p99.9/max::
 
     python benchmarks/bench_loadclient.py --duration 3 --rounds 3 [--processes 2]
         [--servers middleware,bare,fast]
@@ -75,12 +78,21 @@ def measured(command: list[str], server_pid: int) -> tuple[str, float, float]:
 
 
 class Run:
-    """One client run: requests/s, and CPU µs per request of client and server."""
+    """One client run: requests/s, CPU µs per request of client and server.
+
+    ``server_busy`` is the share of a core the server used while the requests
+    ran (its CPU over the requests' time, requests / rate): near 1.0, the
+    server, not the client, set the pace, and its CPU per request the rate.
+    ``client_busy`` is the client's; where the two add up to about 1.0, the
+    machine gave both about one core between them.
+    """
 
     def __init__(self, rate: float, requests: int, client: float, server: float):
         self.rate = rate
         self.client_us = 1e6 * client / max(requests, 1)
         self.server_us = 1e6 * server / max(requests, 1)
+        self.server_busy = self.server_us * rate / 1e6
+        self.client_busy = self.client_us * rate / 1e6
 
 
 def run_wrk(wrk: str, port: int, pid: int, connections: int, duration: float) -> Run:
@@ -150,6 +162,55 @@ def report(what: str, ratios: list[float], goal: float | None) -> bool:
     spread = f"rounds {min(ratios):.2f} to {max(ratios):.2f}"
     print(f"  {what}: {ratio:.2f} ({spread}{verdict})")
     return goal is None or ratio >= goal
+
+
+def whose(medians: dict[str, Run], scaling: dict[str, list[float]]) -> None:
+    """Print what sets c100/c10: the server's CPU per request, and each client's.
+
+    Each contender's figures are those of its median run. The client cannot
+    get more requests/s out of a server busy all the time than its CPU per
+    request allows; what the client adds shows beside wrk, which drove the
+    same server in the same rounds: the server's CPU per request with ours
+    over with wrk, and ours c100/c10 over wrk's, round by round.
+    """
+    rise = {
+        client: medians[f"{client} c100"].server_us / medians[f"{client} c10"].server_us
+        for client in ("wrk", "ours")
+    }
+    print(
+        f"  server CPU per request, c100 over c10: with wrk {rise['wrk']:.2f}, "
+        f"with ours {rise['ours']:.2f}"
+    )
+    for c in (10, 100):
+        ours, wrk = medians[f"ours c{c}"], medians[f"wrk c{c}"]
+        print(
+            f"  at c{c}, ours over wrk: server CPU per request "
+            f"{ours.server_us / wrk.server_us:.2f}, client CPU per request "
+            f"{ours.client_us / wrk.client_us:.2f} "
+            f"({ours.client_us:,.0f} µs / {wrk.client_us:,.0f} µs)"
+        )
+    relative = [
+        ours / wrk for ours, wrk in zip(scaling["ours"], scaling["wrk"], strict=True)
+    ]
+    report("ours c100/c10 over wrk c100/c10", relative, None)
+    ours_ratio = statistics.median(scaling["ours"])
+    if ours_ratio >= 1.0:
+        return
+    wrk_ratio = statistics.median(scaling["wrk"])
+    own = statistics.median(relative)
+    clients = (medians["ours c10"].client_us, medians["ours c100"].client_us)
+    if wrk_ratio < 1.0 and rise["ours"] > 1.0 and own >= 0.9:
+        print(
+            f"  so the miss is the server's: its CPU per request rose "
+            f"{rise['ours']:.2f}x from c10 to c100 with ours ({rise['wrk']:.2f}x "
+            f"with wrk), ours from {clients[0]:,.0f} to {clients[1]:,.0f} µs; wrk "
+            f"got {wrk_ratio:.2f} of its c10 rate at c100 from it, ours {own:.2f}x that"
+        )
+    else:
+        print(
+            f"  so the client has a share in the miss: ours c100/c10 was {own:.2f}x "
+            f"wrk's ({wrk_ratio:.2f})"
+        )
 
 
 def load() -> str:
@@ -226,7 +287,8 @@ def main() -> int:
                 print(
                     f"  {contender:>9}: median {m.rate:7,.0f} req/s ({each}); CPU "
                     f"per request: client {m.client_us:5,.0f} µs, "
-                    f"server {m.server_us:5,.0f} µs"
+                    f"server {m.server_us:5,.0f} µs; busy: server "
+                    f"{m.server_busy:4.0%}, client {m.client_busy:4.0%}"
                 )
             goals = name in GOAL_SERVERS
             # Ratios of runs made back to back, round by round, then their
@@ -235,10 +297,14 @@ def main() -> int:
                 ratios = paired(results[name], f"ours c{c}", f"wrk c{c}")
                 goal = GOAL if goals and c != 10 else None
                 ok &= report(f"ours/wrk at c{c}", ratios, goal)
+            scaling = {}
             for client in ("wrk", "ours"):
                 ratios = paired(results[name], f"{client} c100", f"{client} c10")
                 goal = 1.0 if goals and client == "ours" else None
                 ok &= report(f"{client} c100/c10", ratios, goal)
+                scaling[client] = ratios
+            if goals:
+                whose(medians, scaling)
             rate = medians["wrk c50"].rate
             for fraction in (float(f) for f in args.rates.split(",")):
                 target = fraction * rate
