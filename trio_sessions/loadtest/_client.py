@@ -1,9 +1,10 @@
 """The HTTP/1.1 client of the load: httptools' parser, the URL, and Trio's streams.
 
-:class:`Answer` is what httptools has parsed of the answer being read, shared by
-both clients: the epoll loop of :mod:`._epoll` (plain HTTP on Linux) and
+:class:`Answer` is what httptools has parsed of the answer being read: by
 :class:`Connection` on Trio's streams (HTTPS, other systems), which
-:func:`drive_streams` runs one task per connection. Errors come out as
+:func:`drive_streams` runs one task per connection, and by the epoll loop of
+:mod:`._epoll` (plain HTTP on Linux) only to parse again the head of an answer
+that the server's closing of the connection ends. Errors come out as
 :class:`RequestFailed` with a sentence that says what went wrong.
 """
 
