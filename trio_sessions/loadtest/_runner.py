@@ -193,8 +193,10 @@ async def run_loadtest(
     results: list[ScenarioResult] = []
     try:
         async with trio.open_nursery() as nursery:
+            watch = None
             if watched is not None and notice is not None:
-                nursery.start_soon(_watch_handler, watched, notice)
+                watch = _HandlerWatch(watched, notice)
+                nursery.start_soon(watch.run)
             for entry in _ENTRIES:
                 if entry.name not in selected:
                     continue
@@ -204,6 +206,9 @@ async def run_loadtest(
                 if entry.progress:
                     arguments["progress"] = reporter(entry.name)
                 results.append(await entry.scenario(watched, **arguments))
+                if watch is not None:
+                    # A scenario ends only once every call of it has returned.
+                    watch.going_on()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The watcher never raises: hand over the scenario's own exception
@@ -242,18 +247,41 @@ def _waiting_notice(watched: WatchedWork, now: float) -> str | None:
     return None
 
 
-async def _watch_handler(watched: WatchedWork, notice: Callable[[str], None]) -> None:
-    """Say, every ``_NOTICE_EVERY`` seconds, what a stuck run is waiting for."""
-    last: float | None = None
-    waited_in = ""
-    while True:
-        await trio.sleep(1.0)
-        now = trio.current_time()
-        message = _waiting_notice(watched, now)
+@final
+class _HandlerWatch:
+    """Says, every ``_NOTICE_EVERY`` seconds, what a stuck run is waiting for;
+    and once the calls it told of have returned, that the run goes on."""
+
+    def __init__(self, watched: WatchedWork, notice: Callable[[str], None]) -> None:
+        self._watched = watched
+        self._notice = notice
+        # When the wait was last told of, and in which scenario: None if not.
+        self._told_at: float | None = None
+        self._told_in = ""
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            self._look(trio.current_time())
+
+    def _look(self, now: float) -> None:
+        message = _waiting_notice(self._watched, now)
         if message is None:
-            if last is not None:
-                notice(f"scenario {waited_in!r}: the handler calls returned, going on")
-            last = None
-        elif last is None or now - last >= _NOTICE_EVERY:
-            notice(message)
-            last, waited_in = now, watched.scenario
+            self.going_on()
+        elif self._told_at is None or now - self._told_at >= _NOTICE_EVERY:
+            self._notice(message)
+            self._told_at, self._told_in = now, self._watched.scenario
+
+    def going_on(self) -> None:
+        """The calls told of have returned (a scenario has ended): say so, once.
+
+        The run calls it at the end of each scenario too, so that the line
+        comes in the step the calls are back, whatever the order of the
+        watch's tick and the calls' return in that step, and even if the run
+        ends in it.
+        """
+        if self._told_at is not None:
+            self._notice(
+                f"scenario {self._told_in!r}: the handler calls returned, going on"
+            )
+            self._told_at = None
