@@ -309,7 +309,8 @@ class _Loop:
         return self._poller.poll(0)
 
     def _may_hold_until(self) -> float:
-        """Until when the loop may wait in its own epoll, Trio's scheduler held out.
+        """Until when the loop may wait in its own epoll, Trio's scheduler held out
+        (``-inf``: it may not).
 
         Trio would wait in its epoll too, if it had no task to run, no
         callback queued and no I/O to watch: then the loop waits in its own,
@@ -324,7 +325,6 @@ class _Loop:
         stats = trio.lowlevel.current_statistics()
         io = stats.io_statistics
         settled, self._settled = self._settled, not stats.tasks_runnable
-        now = trio.current_time()
         if (
             self._watch.woken()
             or not settled
@@ -333,8 +333,11 @@ class _Loop:
             or getattr(io, "tasks_waiting_read", 2) > _TRIO_READERS
             or getattr(io, "tasks_waiting_write", 1)
         ):
-            return now
-        return now + min(stats.seconds_to_next_deadline, HOLD)
+            # Not at all. ("Until now" was a hold all the same, one run in
+            # ten: the loop compares it with its own reading of the clock,
+            # which can be a hair behind Trio's.)
+            return -math.inf
+        return trio.current_time() + min(stats.seconds_to_next_deadline, HOLD)
 
     def _start(self, link: _Link, now: float) -> None:
         link.number, link.began = self._share.claim_sending(now)
