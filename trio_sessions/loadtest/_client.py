@@ -1,10 +1,11 @@
 """The HTTP/1.1 client of the load: httptools' parser, the URL, and Trio's streams.
 
-:class:`Answer` is what httptools has parsed of the answer being read: by
+:class:`Answer` is what httptools has parsed of the answer being read, for
 :class:`Connection` on Trio's streams (HTTPS, other systems), which
-:func:`drive_streams` runs one task per connection, and by the epoll loop of
-:mod:`._epoll` (plain HTTP on Linux) only to parse again the head of an answer
-that the server's closing of the connection ends. Errors come out as
+:func:`drive_streams` runs one task per connection; the epoll loop of
+:mod:`._epoll` (plain HTTP on Linux) parses with its base, :class:`AnswerEnds`,
+which takes no callback per header, and with an :class:`Answer` only the head
+of an answer that the server's closing of the connection ends. Errors come out as
 :class:`RequestFailed` with a sentence that says what went wrong.
 """
 
@@ -30,6 +31,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 __all__ = [
     "Answer",
+    "AnswerEnds",
     "Connection",
     "RequestFailed",
     "Target",
@@ -105,21 +107,19 @@ class RequestFailed(Exception):
         self.kind = kind
 
 
-class Answer:
-    """What httptools (llhttp, the parser of Node.js and uvicorn) has read of an answer.
+class AnswerEnds:
+    """What httptools (llhttp, the parser of Node.js and uvicorn) has read of an
+    answer's status and end, with no callback per header.
 
     One per connection: :meth:`fresh` when the connection is new,
-    :meth:`expect` before each request, :meth:`feed` with what arrives (or
-    ``parser.feed_data``, which raises httptools' own error); once
-    the whole answer is in, ``answered`` is its status (an interim 1xx answer
-    does not count), and ``keep_alive`` says whether the connection may carry
-    the next request. The ``on_*`` methods are httptools' callbacks.
+    :meth:`expect` before each request, then ``parser.feed_data`` with what
+    arrives; once the whole answer is in, ``answered`` is its status (an
+    interim 1xx answer does not count), and ``keep_alive`` says whether the
+    connection may carry the next request. The ``on_*`` methods are
+    httptools' callbacks. The epoll loop's connections are these.
     """
 
-    __slots__ = ("answered", "framed", "keep_alive", "parser", "status")
-
-    def __init__(self) -> None:
-        self.fresh()
+    __slots__ = ("answered", "keep_alive", "parser", "status")
 
     def fresh(self) -> None:
         """A new connection: a new parse."""
@@ -130,6 +130,34 @@ class Answer:
     def expect(self) -> None:
         """A request was sent: nothing of its answer is in yet."""
         # The status once the head is in; again in answered once all is.
+        self.status = self.answered = 0
+
+    def on_headers_complete(self) -> None:
+        """The head of the answer is in: its status, and whether to keep alive."""
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        """The whole answer is in (an interim 1xx one does not count)."""
+        if self.status >= 200:
+            self.answered = self.status
+
+
+class Answer(AnswerEnds):
+    """:class:`AnswerEnds`, and whether the head says how long the body is.
+
+    :meth:`feed` parses what arrives, raising :exc:`RequestFailed`; whether
+    the body is framed is what :meth:`ended` needs when the server closes
+    the connection.
+    """
+
+    __slots__ = ("framed",)
+
+    def __init__(self) -> None:
+        self.fresh()
+
+    def expect(self) -> None:
+        """A request was sent: nothing of its answer is in yet."""
         self.status = self.answered = 0
         # Whether the head says how long the body is (else it ends at EOF).
         self.framed = False
@@ -161,16 +189,6 @@ class Answer:
         # Most headers are neither, and a length check spares their lower().
         if len(name) in _FRAMING_LENGTHS and name.lower() in _FRAMING:
             self.framed = True
-
-    def on_headers_complete(self) -> None:
-        """The head of the answer is in: its status, and whether to keep alive."""
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
-
-    def on_message_complete(self) -> None:
-        """The whole answer is in (an interim 1xx one does not count)."""
-        if self.status >= 200:
-            self.answered = self.status
 
 
 # What the server closing the connection before the answer's first byte

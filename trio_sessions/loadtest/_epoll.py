@@ -24,6 +24,7 @@ import trio
 from ._client import (
     CUT_SHORT,
     Answer,
+    AnswerEnds,
     RequestFailed,
     Target,
     cannot_connect,
@@ -70,11 +71,11 @@ class LoopStatistics:
 
 
 @final
-class _Link:
+class _Link(AnswerEnds):
     """One kept-alive connection of the loop, the request it carries, and its answer.
 
-    The answer is parsed with httptools as :class:`~._client.Answer` parses it,
-    less the callback per header (and the two strings made for it): whether
+    The answer is parsed as :class:`~._client.AnswerEnds` parses it, with no
+    callback per header (and none of the two strings made for each): whether
     the body is framed matters only when the server closes the connection
     before the answer is whole, and then :meth:`ended` reads it again from
     the head, which the link keeps until it is in.
@@ -82,18 +83,14 @@ class _Link:
 
     __slots__ = (
         "address",
-        "answered",
         "began",
         "connecting",
         "error",
         "fd",
         "head",
-        "keep_alive",
         "number",
-        "parser",
         "reused",
         "sock",
-        "status",
         "token",
         "unsent",
         "writing",
@@ -118,12 +115,6 @@ class _Link:
         self.address = 0
         self.error = error
         self.fresh()
-
-    def fresh(self) -> None:
-        """A new connection: a new parse."""
-        self.parser = httptools.HttpResponseParser(self)
-        self.keep_alive = True
-        self.expect()
 
     def expect(self) -> None:
         """A request goes out: nothing of its answer is in yet."""
@@ -151,16 +142,6 @@ class _Link:
             return False
         self.answered = self.status
         return True
-
-    def on_headers_complete(self) -> None:
-        """httptools' callback: the head is in: its status; whether to keep alive."""
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
-
-    def on_message_complete(self) -> None:
-        """httptools' callback: the whole answer is in (an interim 1xx one is not)."""
-        if self.status >= 200:
-            self.answered = self.status
 
 
 @final
